@@ -1,0 +1,7 @@
+module github.com/heartline/heartline/services/chaos
+
+go 1.26.0
+
+require github.com/heartline/heartline/shared v0.0.0
+
+replace github.com/heartline/heartline/shared => ../../shared
