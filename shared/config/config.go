@@ -68,7 +68,9 @@ func (l *Loader) Int(p *int, name string, def int, usage string) { l.fs.IntVar(p
 func (l *Loader) Float(p *float64, name string, def float64, usage string) {
 	l.fs.Float64Var(p, name, def, usage)
 }
-func (l *Loader) Bool(p *bool, name string, def bool, usage string) { l.fs.BoolVar(p, name, def, usage) }
+func (l *Loader) Bool(p *bool, name string, def bool, usage string) {
+	l.fs.BoolVar(p, name, def, usage)
+}
 func (l *Loader) Duration(p *time.Duration, name string, def time.Duration, usage string) {
 	l.fs.DurationVar(p, name, def, usage)
 }
@@ -152,7 +154,9 @@ func (l *Loader) Table(w io.Writer) {
 type Problems struct{ list []string }
 
 // Addf records one problem.
-func (p *Problems) Addf(format string, args ...any) { p.list = append(p.list, fmt.Sprintf(format, args...)) }
+func (p *Problems) Addf(format string, args ...any) {
+	p.list = append(p.list, fmt.Sprintf(format, args...))
+}
 
 // Check records msg when bad is true.
 func (p *Problems) Check(bad bool, format string, args ...any) {

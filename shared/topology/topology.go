@@ -110,7 +110,9 @@ func (m Map) Validate() error {
 }
 
 // Sort orders the shards by index.
-func (m *Map) Sort() { sort.Slice(m.Shards, func(i, j int) bool { return m.Shards[i].Index < m.Shards[j].Index }) }
+func (m *Map) Sort() {
+	sort.Slice(m.Shards, func(i, j int) bool { return m.Shards[i].Index < m.Shards[j].Index })
+}
 
 // Shard returns the shard with the given id.
 func (m Map) Shard(id string) (Shard, error) {
