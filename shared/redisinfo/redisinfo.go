@@ -143,3 +143,20 @@ func atoi(s string) int64 {
 	n, _ := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	return n
 }
+
+// The park address: the agent freezes a replica's replication, the moment its link to
+// the primary drops, by pointing it at this address (REPLICAOF 192.0.2.1 1). 192.0.2.1
+// is TEST-NET-1 (RFC 5737), never assigned to a host, and port 1 never runs Redis, so
+// the replica keeps its data and its cached primary state, cannot resync from anything
+// (in particular not from a primary that restarted empty), and a later
+// "REPLICAOF <primary>" continues with a partial resync when the primary is the same
+// incarnation. INFO on a parked replica shows master_host:192.0.2.1 master_port:1.
+const (
+	ParkHost = "192.0.2.1"
+	ParkPort = 1
+)
+
+// Parked reports whether the agent froze this replica (see ParkHost).
+func (n Node) Parked() bool {
+	return n.Role == "slave" && n.MasterHost == ParkHost && n.MasterPort == ParkPort
+}
