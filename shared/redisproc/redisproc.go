@@ -15,11 +15,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/heartline/heartline/shared/proc"
 )
 
 // ErrNoBinary: redis-server is not installed.
@@ -68,11 +69,8 @@ var Defaults = [][2]string{
 // Process is a running (or stopped) redis-server started by this package.
 type Process struct {
 	cfg  Config
-	bin  string
 	conf string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	p    *proc.Process
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -110,7 +108,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 				return nil, err
 			}
 		}
-		p := &Process{cfg: cfg, bin: bin, conf: filepath.Join(cfg.Dir, cfg.Name+".conf")}
+		conf := filepath.Join(cfg.Dir, cfg.Name+".conf")
+		p := &Process{cfg: cfg, conf: conf, p: proc.New(proc.Spec{Name: cfg.Name, Path: bin, Args: []string{conf}, Dir: cfg.Dir,
+			Log: filepath.Join(cfg.Dir, cfg.Name+".stdout")})}
 		if err := p.WriteConfig(nil); err != nil {
 			return nil, err
 		}
@@ -140,14 +140,10 @@ func (p *Process) LogPath() string { return filepath.Join(p.cfg.Dir, p.cfg.Name+
 func (p *Process) Dir() string { return p.cfg.Dir }
 
 // PID returns the running process id, or 0.
-func (p *Process) PID() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || p.cmd.Process == nil || p.exited() {
-		return 0
-	}
-	return p.cmd.Process.Pid
-}
+func (p *Process) PID() int { return p.p.PID() }
+
+// Proc is the underlying process, for faults that act on processes in general.
+func (p *Process) Proc() *proc.Process { return p.p }
 
 // WriteConfig writes the node's config file. override replaces or adds directives for
 // the next start only when non-nil (the wrong-configuration restart).
@@ -195,20 +191,11 @@ func (p *Process) WriteConfig(override [][2]string) error {
 }
 
 func (p *Process) start(ctx context.Context) error {
-	cmd := exec.Command(p.bin, p.conf)
-	cmd.Dir = p.cfg.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("redisproc: start %s: %w", p.cfg.Name, err)
+	if err := p.p.Start(); err != nil {
+		return fmt.Errorf("redisproc: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
-	if err := WaitReady(ctx, p.Addr(), done, 10*time.Second); err != nil {
-		_ = cmd.Process.Kill()
-		<-done
+	if err := WaitReady(ctx, p.Addr(), p.p.Exited(), 10*time.Second); err != nil {
+		_ = p.p.Kill()
 		log, _ := os.ReadFile(p.LogPath())
 		return fmt.Errorf("redisproc: %s on %s did not start: %w\n%s", p.cfg.Name, p.Addr(), err, tail(string(log), 800))
 	}
@@ -238,77 +225,24 @@ func WaitReady(ctx context.Context, addr string, exited <-chan struct{}, timeout
 	}
 }
 
-func (p *Process) exited() bool {
-	if p.done == nil {
-		return true
-	}
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // Running reports whether the process is alive (paused counts as alive).
-func (p *Process) Running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return !p.exited()
-}
+func (p *Process) Running() bool { return p.p.Running() }
 
 // Signal sends sig to the process.
-func (p *Process) Signal(sig syscall.Signal) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || p.exited() {
-		return fmt.Errorf("redisproc: %s is not running", p.cfg.Name)
-	}
-	return p.cmd.Process.Signal(sig)
-}
+func (p *Process) Signal(sig syscall.Signal) error { return p.p.Signal(sig) }
 
 // Kill sends SIGKILL and waits for the process to be gone. It is a no-op on a node
 // that is not running.
-func (p *Process) Kill() error { return p.stop(syscall.SIGKILL) }
+func (p *Process) Kill() error { return p.p.Kill() }
 
 // Terminate sends SIGTERM and waits for the process to exit.
-func (p *Process) Terminate() error { return p.stop(syscall.SIGTERM) }
-
-func (p *Process) stop(sig syscall.Signal) error {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil || p.exitedChan(done) {
-		return nil
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot act on SIGTERM
-	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	select {
-	case <-done:
-		return nil
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("redisproc: %s ignored %s for 15s; killed", p.cfg.Name, sig)
-	}
-}
-
-func (p *Process) exitedChan(done chan struct{}) bool {
-	select {
-	case <-done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Process) Terminate() error { return p.p.Terminate(15 * time.Second) }
 
 // Pause stops the process with SIGSTOP: connections are accepted, commands hang.
-func (p *Process) Pause() error { return p.Signal(syscall.SIGSTOP) }
+func (p *Process) Pause() error { return p.p.Pause() }
 
 // Resume continues a paused process.
-func (p *Process) Resume() error { return p.Signal(syscall.SIGCONT) }
+func (p *Process) Resume() error { return p.p.Resume() }
 
 // Restart starts a stopped node again on the same port with its config file. With
 // wipe, its RDB and AOF files are deleted first (a node that comes back empty whatever
