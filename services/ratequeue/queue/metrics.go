@@ -1,0 +1,64 @@
+package queue
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the client's Prometheus metrics. A nil *Metrics records nothing.
+type Metrics struct {
+	ops      *prometheus.CounterVec
+	retries  *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewMetrics registers the client metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratequeue_ops_total",
+			Help: "Queue operations by op (enqueue, dequeue, ack), shard and result (ok, duplicate, empty, not_in_flight, or an error category).",
+		}, []string{"op", "shard", "result"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratequeue_retries_total",
+			Help: "Attempts retried by op and reason (dial, conn, timeout, readonly, masterdown, noreplicas, loading, busy, staleepoch_newer, staleepoch_older, stale_topology, not_replicated, pool).",
+		}, []string{"op", "reason"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratequeue_errors_total",
+			Help: "Failed operations by op and error category (invalid, not_found, unavailable, unknown_outcome, canceled, internal).",
+		}, []string{"op", "category"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ratequeue_op_duration_seconds",
+			Help:    "Duration of queue operations including retries, by op.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"op"}),
+	}
+	reg.MustRegister(m.ops, m.retries, m.errors, m.duration)
+	return m
+}
+
+func (m *Metrics) op(op, shard, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.ops.WithLabelValues(op, shard, result).Inc()
+	m.duration.WithLabelValues(op).Observe(d.Seconds())
+}
+
+func (m *Metrics) retry(op, reason string) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(op, reason).Inc()
+}
+
+func (m *Metrics) fail(op, shard string, cat Category, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.errors.WithLabelValues(op, string(cat)).Inc()
+	m.ops.WithLabelValues(op, shard, string(cat)).Inc()
+	m.duration.WithLabelValues(op).Observe(d.Seconds())
+}
