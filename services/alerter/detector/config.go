@@ -33,6 +33,10 @@ type Config struct {
 	// is flapping.
 	FlapChanges int
 	FlapWindow  time.Duration
+	// MaxAge: a heartbeat whose probe time is older than this (on the alerter's clock)
+	// is ignored. After an outage of the alerter the backlog is history: deciding on it
+	// would publish alerts about incidents long over.
+	MaxAge time.Duration
 }
 
 // DefaultConfig returns the defaults of docs/design.md.
@@ -47,6 +51,7 @@ func DefaultConfig() Config {
 		RecoverProbes:    2,
 		FlapChanges:      4,
 		FlapWindow:       2 * time.Minute,
+		MaxAge:           30 * time.Second,
 	}
 }
 
@@ -61,6 +66,7 @@ func (c Config) Validate(p *config.Problems) {
 	p.Check(c.RecoverProbes < 1, "recover-probes must be at least 1, got %d", c.RecoverProbes)
 	p.Check(c.FlapChanges < 2, "flap-changes must be at least 2, got %d", c.FlapChanges)
 	p.Positive("flap-window", c.FlapWindow)
+	p.Check(c.MaxAge <= c.AgentLostAfter, "max-heartbeat-age (%s) must be above agent-lost-after (%s)", c.MaxAge, c.AgentLostAfter)
 	p.Check(c.AgentLostAfter > 0 && c.RecencyMin > 0 && c.AgentLostAfter < c.RecencyMin,
 		"agent-lost-after (%s) must not be below recency-min (%s): an agent still voting cannot be lost", c.AgentLostAfter, c.RecencyMin)
 }

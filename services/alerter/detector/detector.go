@@ -46,6 +46,8 @@ const (
 	// OutOfOrder: older than the agent's last heartbeat (lower Seq in the same run, or
 	// an earlier run); ignored.
 	OutOfOrder
+	// Stale: probed longer than MaxAge ago; ignored.
+	Stale
 )
 
 func (r Result) String() string {
@@ -56,6 +58,8 @@ func (r Result) String() string {
 		return "duplicate"
 	case OutOfOrder:
 		return "out_of_order"
+	case Stale:
+		return "stale"
 	}
 	return "unknown"
 }
@@ -197,6 +201,9 @@ func (s *Shard) Observe(now time.Time, hb Heartbeat) (Result, []Decision) {
 	p := hb.Payload
 	if p == nil {
 		return OutOfOrder, nil
+	}
+	if now.Sub(hb.Time) > s.cfg.MaxAge {
+		return Stale, nil
 	}
 	i := sort.Search(len(s.agents), func(i int) bool { return s.agents[i].name >= hb.Agent })
 	var a *agent

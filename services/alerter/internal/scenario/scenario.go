@@ -19,7 +19,7 @@
 //	+0 a prev                          a late heartbeat of a's previous run (next seq)
 //
 // Options after ok/fail: err="..." primary=ADDR epoch=N flags=F1,F2 frozen role=slave
-// drift=param:want:got interval=1s.
+// drift=param:want:got interval=1s age=40s (probed that long before it is sent).
 package scenario
 
 import (
@@ -57,6 +57,7 @@ type Scenario struct {
 }
 
 type agentState struct {
+	copies   int // duplicates sent, to give each its own event id
 	run      int
 	seq      uint64
 	last     *events.Event
@@ -154,7 +155,8 @@ func heartbeat(shard, primary, name string, a *agentState, clock time.Duration, 
 		}
 		e := *a.last
 		hb := *(e.Payload.(*events.Heartbeat))
-		e.ID += "-" + words[0]
+		a.copies++
+		e.ID += fmt.Sprintf("-%s%d", words[0], a.copies)
 		e.CorrelationID = e.ID
 		if words[0] == "old" {
 			if hb.Seq < 2 {
@@ -171,7 +173,8 @@ func heartbeat(shard, primary, name string, a *agentState, clock time.Duration, 
 		e := *a.prevLast
 		hb := *(e.Payload.(*events.Heartbeat))
 		hb.Seq++
-		e.ID = fmt.Sprintf("%s-%d-%d-late", name, a.run-1, hb.Seq)
+		a.copies++
+		e.ID = fmt.Sprintf("%s-%d-%d-late%d", name, a.run-1, hb.Seq, a.copies)
 		e.CorrelationID = e.ID
 		e.Payload = &hb
 		return e, "prev", nil
@@ -190,6 +193,7 @@ func heartbeat(shard, primary, name string, a *agentState, clock time.Duration, 
 			LastIOSeconds: 0, Offset: 5000, ReplID: "replid-1", Keys: 100},
 		Primary: events.PrimaryProbe{Addr: primary, OK: true, Role: "master", Offset: 5000, ReplID: "replid-1", Keys: 100, Replicas: 2}}
 	var epoch uint64
+	var age time.Duration
 	switch words[0] {
 	case "ok":
 	case "fail":
@@ -228,6 +232,12 @@ func heartbeat(shard, primary, name string, a *agentState, clock time.Duration, 
 				return events.Event{}, "", fmt.Errorf("drift %q: want param:want:got", v)
 			}
 			hb.Drift = append(hb.Drift, events.ConfigDrift{Node: hb.Primary.Addr, Param: parts[0], Want: parts[1], Got: parts[2]})
+		case "age":
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return events.Event{}, "", err
+			}
+			age = d
 		case "interval":
 			d, err := time.ParseDuration(v)
 			if err != nil {
@@ -240,7 +250,7 @@ func heartbeat(shard, primary, name string, a *agentState, clock time.Duration, 
 	}
 	id := fmt.Sprintf("%s-%d-%d", name, a.run, a.seq)
 	e := events.Event{ID: id, Schema: events.SchemaVersion, Kind: events.KindHeartbeat, Shard: shard,
-		Source: events.Source{Service: "agent", Instance: name}, Time: Start.Add(clock), CorrelationID: id, Epoch: epoch, Payload: hb}
+		Source: events.Source{Service: "agent", Instance: name}, Time: Start.Add(clock - age), CorrelationID: id, Epoch: epoch, Payload: hb}
 	if err := events.Validate(e); err != nil {
 		return events.Event{}, "", err
 	}
@@ -310,6 +320,8 @@ func setConfig(c *detector.Config, kv string) error {
 		return num(&c.FlapChanges)
 	case "flap-window":
 		return dur(&c.FlapWindow)
+	case "max-heartbeat-age":
+		return dur(&c.MaxAge)
 	}
 	return fmt.Errorf("unknown config %q", k)
 }
