@@ -291,9 +291,9 @@ func TestSafeToFollow(t *testing.T) {
 		want bool
 	}{
 		{Node{Keys: 0, ReplID: "x"}, true},
-		{Node{Keys: 100, ReplID: oldID}, true},               // same history: only unacknowledged bytes differ
-		{Node{Keys: 100, ReplID: "other"}, false},            // more data of another history
-		{Node{Keys: 5, ReplID: "other"}, true},               // less data
+		{Node{Keys: 100, ReplID: oldID}, true},                // same history: only unacknowledged bytes differ
+		{Node{Keys: 100, ReplID: "other"}, false},             // more data of another history
+		{Node{Keys: 5, ReplID: "other"}, true},                // less data
 		{Node{Keys: 5, ReplID: oldID, Offset: 1 << 40}, true}, // same history
 	}
 	for i, c := range cases {

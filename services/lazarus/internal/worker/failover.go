@@ -19,8 +19,11 @@ import (
 )
 
 // startFailover records the decision and runs the failover.
-func (w *Worker) startFailover(ctx context.Context, info alertInfo, sh topology.Shard, rev uint64, out decide.Outcome, decided time.Time, force bool) error {
+func (w *Worker) startFailover(ctx context.Context, info alertInfo, sh topology.Shard, rev uint64, primary decide.Node, out decide.Outcome, decided time.Time, force bool) error {
 	rec := w.newRecord(info, sh, rev, out, decided)
+	if !primary.Reachable {
+		rec.oldDown = primary.Err
+	}
 	if err := w.recs.Create(ctx, rec); err != nil {
 		return fmt.Errorf("not failing over %s: %w", sh.ID, err)
 	}
@@ -138,6 +141,9 @@ func retryable(err error) bool {
 func (w *Worker) doStep(ctx context.Context, rec *Record, st string) (string, string, error) {
 	switch st {
 	case StepFence:
+		if rec.oldDown != "" {
+			return fmt.Sprintf("old primary %s unreachable at decision (%s): the reconcile loop demotes it if it comes back", rec.OldPrimary, rec.oldDown), StatusSkipped, nil
+		}
 		n := w.ops.Check(ctx, rec.OldPrimary)
 		switch {
 		case !n.Reachable:
@@ -254,12 +260,16 @@ func (w *Worker) repoint(ctx context.Context, rec *Record) (string, string, erro
 	if rec.OldPrimary != rec.NewPrimary {
 		targets = append(targets, rec.OldPrimary)
 	}
+	if rec.oldDown != "" && len(targets) > 0 && targets[len(targets)-1] == rec.OldPrimary {
+		targets = targets[:len(targets)-1] // down at decision: the reconcile loop rejoins it
+	}
 	var notes []string
-	for _, addr := range targets {
+	checked := w.ops.CheckAll(ctx, targets)
+	for i, addr := range targets {
 		if addr == rec.NewPrimary {
 			continue
 		}
-		n := w.ops.Check(ctx, addr)
+		n := checked[i]
 		old := addr == rec.OldPrimary
 		switch {
 		case !n.Reachable:

@@ -105,6 +105,10 @@ type Record struct {
 	CooldownLifted bool `json:"cooldown_lifted,omitempty"`
 
 	rev uint64
+	// oldDown is why the old primary was unreachable at decision time (not stored: a
+	// worker that resumes the record checks again). It spares a hung primary a second
+	// check timeout before promotion and routing.
+	oldDown string
 }
 
 // Unfinished reports whether the record needs to be finished or rolled back.

@@ -190,7 +190,7 @@ func New(set Settings, d Deps) (*Worker, error) {
 		topo:   topology.Store{KV: d.KV},
 		leases: lease.Manager{Store: d.KV, Now: now},
 		recs:   Records{KV: d.KV}, ctl: Control{KV: d.KV},
-		m:      NewMetrics(d.Registry),
+		m: NewMetrics(d.Registry),
 		// A fresh owner per process: a restarted instance waits for its predecessor's
 		// lease to expire like any other worker, so nothing acts twice.
 		owner:    set.Instance + "-" + events.NewID()[24:],
@@ -343,7 +343,7 @@ func (w *Worker) evaluate(ctx context.Context, info alertInfo, force, fresh bool
 	case events.DecisionFailover:
 		w.dropPending(shard)
 		_ = w.ctl.ClearHold(ctx, shard)
-		return w.startFailover(ctx, info, cur, rev, out, decided, force)
+		return w.startFailover(ctx, info, cur, rev, in.Primary, out, decided, force)
 	case events.DecisionHold, events.DecisionAbort:
 		changed := w.setPending(shard, info, force, key)
 		if out.Decision == events.DecisionHold {
