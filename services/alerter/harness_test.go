@@ -119,7 +119,7 @@ func startService(t *testing.T, srv *memstream.Server, store kv.Store, o svcOpts
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel
-	go func() { ts.done <- svc.Run(ctx) }()
+	go func() { ts.done <- svc.Run(ctx); close(ts.done) }()
 	t.Cleanup(func() { ts.stop(t) })
 	waitFor(t, 10*time.Second, "alerter ready", func() bool { return svc.ready.Load() })
 	return ts

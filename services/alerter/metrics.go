@@ -55,6 +55,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{"accepted", "duplicate", "out_of_order", "stale", "malformed", "rejected"} {
 		m.heartbeats.WithLabelValues(r)
 	}
+	for _, k := range []events.Kind{events.KindAlertOpened, events.KindAlertEscalated, events.KindAlertResolved} {
+		for _, c := range []events.AlertCode{events.AlertPrimaryDown, events.AlertPrimaryDataRegressed, events.AlertPrimaryRoleChanged,
+			events.AlertReplicaProblem, events.AlertAgentLost, events.AlertConfigDrift} {
+			m.alerts.WithLabelValues(string(k), string(c))
+		}
+	}
 	for _, s := range []events.State{events.StateOK, events.StateSoft, events.StateHard, events.StateAgentLost} {
 		m.shards.WithLabelValues(string(s))
 	}
