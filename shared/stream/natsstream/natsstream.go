@@ -1,0 +1,877 @@
+// Package natsstream is the stream backend of the NATS profile, on NATS JetStream.
+//
+// Layout on the server:
+//
+//   - one stream per topic, HL_<topic>, with subjects hl.<topic>.*, file storage;
+//   - a message goes to hl.<topic>.<partition>, partition = FNV-1a 32(key) mod P. P
+//     (default 16) is recorded in the stream's metadata when the stream is created and
+//     every client uses the recorded value, so publishers and consumers always agree;
+//   - headers: Hl-Key (the partition key), Nats-Msg-Id (the message id: JetStream drops
+//     a repeated id within the stream's duplicate window);
+//   - per consumer group and partition one durable pull consumer, <group>_p<N>,
+//     filtering hl.<topic>.<N>, explicit acks.
+//
+// Members of a group share the partitions through leases in a kv.Store
+// (stream/group, keys stream.<topic>.<group>.{p,m}.*; by default the "heartline" NATS KV
+// bucket on the same connection). Only the lease holder pulls a partition, and it
+// handles the partition's messages strictly one at a time through stream.Runner, so
+// per-key order holds across the group, across retries and across handovers: when a
+// member takes a partition whose consumer still has messages outstanding at a previous
+// owner (one that crashed, or stopped with messages prefetched), it resets the consumer
+// to its acknowledgement floor first (JetStream consumer reset, nats-server 2.14 or
+// newer), so delivery resumes at the first unacknowledged message, in order. On older
+// servers it waits out the ack wait instead.
+//
+// Delivery.Attempt is JetStream's delivery count plus the in-process retries; a reset
+// restarts the delivery count, so after a handover a redelivered message may show
+// attempt 1 again. Partition is the partition number, Position the stream sequence.
+package natsstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/heartline/heartline/shared/backoff"
+	"github.com/heartline/heartline/shared/kv"
+	"github.com/heartline/heartline/shared/kv/natskv"
+	"github.com/heartline/heartline/shared/lease"
+	"github.com/heartline/heartline/shared/stream"
+	"github.com/heartline/heartline/shared/stream/group"
+)
+
+var (
+	_ stream.Backend   = (*Backend)(nil)
+	_ stream.Publisher = (*Backend)(nil)
+	_ stream.Consumer  = (*Backend)(nil)
+)
+
+// metaPartitions is the stream metadata key that records the partition count.
+const metaPartitions = "heartline.partitions"
+
+// Options configure New. Give either Conn (shared: Close leaves it open) or URL.
+type Options struct {
+	URL  string
+	Conn *nats.Conn
+	// Name is the connection name when New dials URL (shows in server monitoring).
+	Name string
+	// Partitions per topic for streams this client creates (default 16). An existing
+	// stream keeps the count it was created with.
+	Partitions int
+	// LeaseTTL of partition leases (default 10 s): a crashed member's partitions move
+	// to another member after about this long.
+	LeaseTTL time.Duration
+	// LeaseInterval between lease renewals and rebalancing (default LeaseTTL/4).
+	LeaseInterval time.Duration
+	// AckWait before JetStream redelivers an unacknowledged message (default
+	// LeaseTTL/2; it must stay below LeaseTTL). A handler that runs longer is kept
+	// alive by progress acks, so this bounds only how long a dead member's messages
+	// stay held.
+	AckWait time.Duration
+	// Replicas of new streams (default 1; 3 on a NATS cluster).
+	Replicas int
+	// MaxAge is how long new streams retain messages (default 7 days). Consumer
+	// positions of groups idle for this long are dropped as well.
+	MaxAge time.Duration
+	// MaxBytes bounds a new stream's size (default unlimited; oldest dropped first).
+	MaxBytes int64
+	// DuplicateWindow is how long a message id is remembered for de-duplication
+	// (default 2 min).
+	DuplicateWindow time.Duration
+	// FetchBatch is how many messages a partition prefetches (default 256).
+	FetchBatch int
+	// PublishTimeout bounds one publish attempt (default 5 s); failed attempts are
+	// retried with Retry until the caller's ctx ends.
+	PublishTimeout time.Duration
+	// Retry is the backoff between publish attempts and consumer restarts (default
+	// 50 ms to 2 s).
+	Retry backoff.Policy
+	// HandlerRetry is the backoff between handler retries (default stream.DefaultRetry).
+	HandlerRetry backoff.Policy
+	// KV holds the group leases (default: a natskv store in bucket KVBucket on the
+	// same connection).
+	KV kv.Store
+	// KVBucket is the bucket of the default KV (default "heartline").
+	KVBucket string
+	// Embedded, when set, is shut down by Close after the connection is closed.
+	Embedded *Embedded
+	Log      zerolog.Logger
+}
+
+func (o *Options) defaults() error {
+	if o.Partitions <= 0 {
+		o.Partitions = 16
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 10 * time.Second
+	}
+	if o.LeaseInterval <= 0 {
+		o.LeaseInterval = o.LeaseTTL / 4
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = o.LeaseTTL / 2
+	}
+	if o.AckWait >= o.LeaseTTL {
+		return fmt.Errorf("%w: ack wait %s must be below the lease TTL %s", stream.ErrInvalid, o.AckWait, o.LeaseTTL)
+	}
+	if o.LeaseInterval >= o.LeaseTTL {
+		return fmt.Errorf("%w: lease interval %s must be below the lease TTL %s", stream.ErrInvalid, o.LeaseInterval, o.LeaseTTL)
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 7 * 24 * time.Hour
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = -1
+	}
+	if o.DuplicateWindow <= 0 {
+		o.DuplicateWindow = 2 * time.Minute
+	}
+	if o.DuplicateWindow > o.MaxAge {
+		o.DuplicateWindow = o.MaxAge
+	}
+	if o.FetchBatch <= 0 {
+		o.FetchBatch = 256
+	}
+	if o.PublishTimeout <= 0 {
+		o.PublishTimeout = 5 * time.Second
+	}
+	if o.Retry.Initial <= 0 {
+		o.Retry = backoff.Policy{Initial: 50 * time.Millisecond, Max: 2 * time.Second}
+	}
+	if o.HandlerRetry.Initial <= 0 {
+		o.HandlerRetry = stream.DefaultRetry
+	}
+	return nil
+}
+
+// Backend is a stream.Backend on NATS JetStream.
+type Backend struct {
+	opts    Options
+	nc      *nats.Conn
+	ownConn bool
+	js      jetstream.JetStream
+	kv      kv.Store
+	log     zerolog.Logger
+
+	mu      sync.Mutex
+	topics  map[string]*topicState
+	closed  bool
+	cancels map[*context.CancelFunc]struct{}
+	running sync.WaitGroup
+}
+
+type topicState struct {
+	topic      string
+	stream     string
+	partitions int
+	subjects   []string
+}
+
+// New connects (or uses o.Conn) and returns a backend. Streams and consumers are
+// created on first use. With a URL it waits for the server until ctx ends.
+func New(ctx context.Context, o Options) (*Backend, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	nc, own := o.Conn, false
+	if nc == nil {
+		var err error
+		nc, err = natskv.Dial(ctx, o.URL, natskv.DialOptions{Name: o.Name, Log: o.Log})
+		if err != nil {
+			return nil, fmt.Errorf("not opening the NATS stream: %w", err)
+		}
+		own = true
+	}
+	fail := func(err error) (*Backend, error) {
+		if own {
+			nc.Close()
+		}
+		return nil, fmt.Errorf("not opening the NATS stream: %w", err)
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncTimeout(o.PublishTimeout))
+	if err != nil {
+		return fail(err)
+	}
+	store := o.KV
+	if store == nil {
+		s, err := natskv.New(ctx, natskv.Options{Conn: nc, Bucket: o.KVBucket, Replicas: o.Replicas, Log: o.Log})
+		if err != nil {
+			return fail(err)
+		}
+		store = s
+	}
+	return &Backend{opts: o, nc: nc, ownConn: own, js: js, kv: store, log: o.Log,
+		topics: map[string]*topicState{}, cancels: map[*context.CancelFunc]struct{}{}}, nil
+}
+
+// Conn is the backend's NATS connection (to share it with a natskv store).
+func (b *Backend) Conn() *nats.Conn { return b.nc }
+
+// KV is the store holding the group leases.
+func (b *Backend) KV() kv.Store { return b.kv }
+
+// StreamName is the JetStream stream of a topic.
+func StreamName(topic string) string { return "HL_" + topic }
+
+// Subject is the subject of a topic's partition.
+func Subject(topic string, partition int) string {
+	return "hl." + topic + "." + strconv.Itoa(partition)
+}
+
+// ConsumerName is the durable consumer of a group's partition.
+func ConsumerName(group string, partition int) string {
+	return group + "_p" + strconv.Itoa(partition)
+}
+
+func (b *Backend) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// topic returns the topic's stream, creating it when it does not exist. Concurrent
+// creators (in this or other processes) all succeed: creating a stream that exists
+// with the same configuration is a no-op on the server, and one that exists with
+// another configuration (another client's options) is used as it is.
+func (b *Backend) topic(ctx context.Context, topic string) (*topicState, error) {
+	b.mu.Lock()
+	t := b.topics[topic]
+	b.mu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	name := StreamName(topic)
+	cfg := jetstream.StreamConfig{
+		Name:        name,
+		Description: "Heartline topic " + topic,
+		Subjects:    []string{"hl." + topic + ".*"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      b.opts.MaxAge,
+		MaxBytes:    b.opts.MaxBytes,
+		MaxMsgs:     -1,
+		Duplicates:  b.opts.DuplicateWindow,
+		Replicas:    b.opts.Replicas,
+		Metadata:    map[string]string{metaPartitions: strconv.Itoa(b.opts.Partitions)},
+	}
+	var info *jetstream.StreamInfo
+	for attempt := 0; info == nil; attempt++ {
+		s, err := b.js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			s, err = b.js.CreateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt < 3 {
+				continue // created meanwhile with other options: use it
+			}
+			if err == nil {
+				b.log.Info().Str("topic", topic).Str("jetstream_stream", name).Int("partitions", b.opts.Partitions).
+					Msg("created the topic's stream")
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		info = s.CachedInfo()
+	}
+	parts := b.opts.Partitions
+	if v, ok := info.Config.Metadata[metaPartitions]; ok {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			parts = n
+		}
+	}
+	if parts != b.opts.Partitions {
+		b.log.Warn().Str("topic", topic).Int("stream_partitions", parts).Int("configured_partitions", b.opts.Partitions).
+			Msg("the topic's stream has another partition count than configured; using the stream's")
+	}
+	t = &topicState{topic: topic, stream: name, partitions: parts, subjects: make([]string, parts)}
+	for i := range t.subjects {
+		t.subjects[i] = Subject(topic, i)
+	}
+	b.mu.Lock()
+	if prev := b.topics[topic]; prev != nil {
+		t = prev
+	} else {
+		b.topics[topic] = t
+	}
+	b.mu.Unlock()
+	return t, nil
+}
+
+// forget drops a topic's cached stream, so that the next use checks (and recreates)
+// it: after "no responders" the stream may have been deleted.
+func (b *Backend) forget(topic string) {
+	b.mu.Lock()
+	delete(b.topics, topic)
+	b.mu.Unlock()
+}
+
+// check validates a message, including against the server's payload limit.
+func (b *Backend) check(topic string, m stream.Message) error {
+	if err := stream.CheckMessage(topic, m); err != nil {
+		return err
+	}
+	h, id := encodeHeaders(m.Key, m.ID)
+	if max := b.nc.MaxPayload(); max > 0 && int64(len(m.Data)+headerSize(h, id)) > max {
+		return fmt.Errorf("%w: %d bytes with headers, the NATS server accepts at most %d", stream.ErrTooLarge,
+			len(m.Data)+headerSize(h, id), max)
+	}
+	return nil
+}
+
+func (t *topicState) msg(m stream.Message) (*nats.Msg, []jetstream.PublishOpt) {
+	h, id := encodeHeaders(m.Key, m.ID)
+	nm := &nats.Msg{Subject: t.subjects[Partition(m.Key, t.partitions)], Header: h, Data: m.Data}
+	if id == "" {
+		return nm, nil
+	}
+	return nm, []jetstream.PublishOpt{jetstream.WithMsgID(id)}
+}
+
+// permanent returns the error to report at once for a publish error retrying cannot
+// fix, or nil for a transient one.
+func (b *Backend) permanent(err error) error {
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
+		return fmt.Errorf("%w: %w", stream.ErrTooLarge, err)
+	case errors.Is(err, nats.ErrBadSubject), errors.Is(err, nats.ErrBadHeaderMsg):
+		return fmt.Errorf("%w: %w", stream.ErrInvalid, err)
+	case errors.Is(err, nats.ErrConnectionClosed), b.isClosed():
+		return fmt.Errorf("%w: %w", stream.ErrClosed, err)
+	}
+	return nil
+}
+
+// Publish publishes one message, retrying transient errors until ctx ends.
+func (b *Backend) Publish(ctx context.Context, topic string, m stream.Message) error {
+	if err := b.check(topic, m); err != nil {
+		return err
+	}
+	if b.isClosed() {
+		return stream.ErrClosed
+	}
+	return b.publishSync(ctx, topic, m)
+}
+
+func (b *Backend) publishSync(ctx context.Context, topic string, m stream.Message) error {
+	for attempt := 1; ; attempt++ {
+		err := b.publishOnce(ctx, topic, m)
+		if err == nil {
+			return nil
+		}
+		if perr := b.permanent(err); perr != nil {
+			return fmt.Errorf("publishing to %s: %w", topic, perr)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
+		}
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+			b.forget(topic)
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			b.log.Warn().Err(err).Str("topic", topic).Str("key", m.Key).Int("attempt", attempt).
+				Msg("publish failed; retrying")
+		}
+		if backoff.Sleep(ctx, b.opts.Retry.Delay(attempt)) != nil {
+			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
+		}
+	}
+}
+
+func (b *Backend) publishOnce(ctx context.Context, topic string, m stream.Message) error {
+	actx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
+	defer cancel()
+	t, err := b.topic(actx, topic)
+	if err != nil {
+		return err
+	}
+	nm, opts := t.msg(m)
+	_, err = b.js.PublishMsg(actx, nm, opts...)
+	return err
+}
+
+// PublishBatch publishes msgs asynchronously and waits for every acknowledgement; it
+// returns nil only when all were stored. A batch with an invalid message publishes
+// nothing. Order per key holds: JetStream stores the publishes of one connection to
+// one subject in order, and when some acknowledgements fail, each affected key is
+// published again sequentially from its first failed message (later messages that
+// were stored already are dropped as duplicates when they have an id).
+//
+// One case cannot be repaired afterwards: a message lost on the wire during a
+// reconnect while a later message of the same key got through (stored, acknowledged).
+// The retry then stores the earlier message after the later one.
+func (b *Backend) PublishBatch(ctx context.Context, topic string, msgs []stream.Message) error {
+	for _, m := range msgs {
+		if err := b.check(topic, m); err != nil {
+			return err
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if b.isClosed() {
+		return stream.ErrClosed
+	}
+	if len(msgs) == 1 {
+		return b.publishSync(ctx, topic, msgs[0])
+	}
+	var t *topicState
+	for attempt := 1; t == nil; attempt++ {
+		var err error
+		actx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
+		t, err = b.topic(actx, topic)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			b.log.Warn().Err(err).Str("topic", topic).Int("attempt", attempt).Msg("topic's stream not ready; retrying")
+		}
+		if backoff.Sleep(ctx, b.opts.Retry.Delay(attempt)) != nil {
+			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
+		}
+	}
+
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	failed := make([]bool, len(msgs))
+	blocked := map[string]bool{} // keys with a message not sent: send nothing after it
+	for i, m := range msgs {
+		if blocked[m.Key] {
+			failed[i] = true
+			continue
+		}
+		f, err := b.publishAsync(ctx, t, m, futures[:i])
+		if err != nil {
+			if perr := b.permanent(err); perr != nil {
+				return fmt.Errorf("publishing to %s: %w", topic, perr)
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("publishing to %s: %w", topic, ctx.Err())
+			}
+			failed[i], blocked[m.Key] = true, true
+			continue
+		}
+		futures[i] = f
+	}
+	anyFailed := len(blocked) > 0
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if perr := b.permanent(err); perr != nil {
+				return fmt.Errorf("publishing to %s: %w", topic, perr)
+			}
+			failed[i], anyFailed = true, true
+		case <-ctx.Done():
+			return fmt.Errorf("publishing to %s: %w", topic, ctx.Err())
+		}
+	}
+	if !anyFailed {
+		return nil
+	}
+	// Publish each key again from its first failed message on, in order.
+	redo := map[string]bool{}
+	n := 0
+	for i, m := range msgs {
+		if failed[i] {
+			redo[m.Key] = true
+		}
+		if !redo[m.Key] {
+			continue
+		}
+		n++
+		if err := b.publishSync(ctx, topic, m); err != nil {
+			return err
+		}
+	}
+	b.log.Debug().Str("topic", topic).Int("republished", n).Msg("batch partly failed; republished the affected keys in order")
+	return nil
+}
+
+// publishAsync starts one asynchronous publish. When too many publishes are in flight
+// it waits for the earliest of this batch (or a moment) and tries again.
+func (b *Backend) publishAsync(ctx context.Context, t *topicState, m stream.Message, earlier []jetstream.PubAckFuture) (jetstream.PubAckFuture, error) {
+	nm, opts := t.msg(m)
+	next := 0
+	for {
+		f, err := b.js.PublishMsgAsync(nm, opts...)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return nil, err
+		}
+		for next < len(earlier) && earlier[next] == nil {
+			next++
+		}
+		var wait <-chan time.Time
+		var ok <-chan *jetstream.PubAck
+		var fail <-chan error
+		if next < len(earlier) {
+			ok, fail = earlier[next].Ok(), earlier[next].Err()
+			next++
+		} else {
+			wait = time.After(5 * time.Millisecond)
+		}
+		select {
+		case <-ok:
+		case <-fail: // judged when all are waited for
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Consume works this member's share of the group's partitions until ctx is cancelled
+// or the backend is closed; then it returns nil once the in-flight handlers returned.
+func (b *Backend) Consume(ctx context.Context, sub stream.Subscription, h stream.Handler) error {
+	if err := sub.Validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return stream.ErrClosed
+	}
+	b.cancels[&cancel] = struct{}{}
+	b.running.Add(1)
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.cancels, &cancel)
+		b.mu.Unlock()
+		b.running.Done()
+	}()
+
+	member := sub.Instance
+	if member == "" {
+		host, _ := os.Hostname()
+		member = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	}
+	member = group.MemberID(member)
+	log := b.log.With().Str("topic", sub.Topic).Str("group", sub.Group).Str("member", member).Logger()
+
+	// Create the stream and every partition's consumer before taking partitions, so that
+	// a new StartLatest group starts at the same moment on all partitions.
+	var t *topicState
+	for attempt := 1; ; attempt++ {
+		err := b.prepare(ctx, sub, &t)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("not consuming %s: %w", sub.Topic, err)
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			log.Warn().Err(err).Int("attempt", attempt).Msg("cannot set up the consumer group yet; retrying")
+		}
+		if backoff.Sleep(ctx, b.opts.Retry.Delay(attempt)) != nil {
+			return nil
+		}
+	}
+	parts := make([]string, t.partitions)
+	for i := range parts {
+		parts[i] = strconv.Itoa(i)
+	}
+	runner := stream.Runner{Group: sub.Group, Retry: b.opts.HandlerRetry, Publish: b, Log: log}
+	err := group.Run(ctx, group.Config{
+		Leases:     lease.Manager{Store: b.kv},
+		Prefix:     kv.Key("stream", sub.Topic, sub.Group),
+		Member:     member,
+		TTL:        b.opts.LeaseTTL,
+		Interval:   b.opts.LeaseInterval,
+		Log:        log,
+		Partitions: func(context.Context) ([]string, error) { return parts, nil },
+		Work: func(ctx context.Context, part string) {
+			p, _ := strconv.Atoi(part)
+			w := &worker{b: b, t: t, sub: sub, p: p, runner: runner, h: h,
+				log: log.With().Int("partition", p).Logger()}
+			w.run(ctx)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("not consuming %s: %w", sub.Topic, err)
+	}
+	return nil
+}
+
+func (b *Backend) prepare(ctx context.Context, sub stream.Subscription, t **topicState) error {
+	var err error
+	if *t == nil {
+		if *t, err = b.topic(ctx, sub.Topic); err != nil {
+			return err
+		}
+	}
+	for p := 0; p < (*t).partitions; p++ {
+		if _, err := b.consumer(ctx, *t, sub, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// consumer returns the durable consumer of a group's partition, creating it when it
+// does not exist. An existing consumer is used as it is: its start position must not
+// change, and clients with other options must not undo each other's settings.
+// Concurrent creators all succeed.
+func (b *Backend) consumer(ctx context.Context, t *topicState, sub stream.Subscription, p int) (jetstream.Consumer, error) {
+	name := ConsumerName(sub.Group, p)
+	deliver := jetstream.DeliverAllPolicy
+	if sub.Start == stream.StartLatest {
+		deliver = jetstream.DeliverNewPolicy
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:           name,
+		Description:       fmt.Sprintf("Heartline group %s, partition %d", sub.Group, p),
+		FilterSubject:     t.subjects[p],
+		DeliverPolicy:     deliver,
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           b.opts.AckWait,
+		MaxDeliver:        -1,
+		MaxAckPending:     4 * b.opts.FetchBatch,
+		InactiveThreshold: b.opts.MaxAge,
+	}
+	for attempt := 0; ; attempt++ {
+		c, err := b.js.Consumer(ctx, t.stream, name)
+		if err == nil {
+			return c, nil
+		}
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			b.forget(t.topic)
+			return nil, err
+		}
+		if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, err
+		}
+		c, err = b.js.CreateConsumer(ctx, t.stream, cfg)
+		if err == nil {
+			return c, nil
+		}
+		if attempt < 3 && (errors.Is(err, jetstream.ErrConsumerExists) || errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse)) {
+			continue
+		}
+		return nil, err
+	}
+}
+
+// worker pulls one partition while this member holds its lease.
+type worker struct {
+	b      *Backend
+	t      *topicState
+	sub    stream.Subscription
+	p      int
+	runner stream.Runner
+	h      stream.Handler
+	log    zerolog.Logger
+}
+
+func (w *worker) run(ctx context.Context) {
+	w.log.Debug().Msg("partition consumer starting")
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		start := time.Now()
+		err := w.pull(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			attempt = 1
+		}
+		w.log.Warn().Err(err).Int("attempt", attempt).Msg("partition consumer failed; restarting it")
+		if backoff.Sleep(ctx, w.b.opts.Retry.Delay(attempt)) != nil {
+			return
+		}
+	}
+}
+
+// pull consumes the partition until ctx ends (nil) or the subscription fails.
+func (w *worker) pull(ctx context.Context) error {
+	b := w.b
+	c, err := b.consumer(ctx, w.t, w.sub, w.p)
+	if err != nil {
+		return err
+	}
+	info := c.CachedInfo()
+	ackWait := info.Config.AckWait
+	if ackWait <= 0 {
+		ackWait = 30 * time.Second
+	}
+	if info.NumAckPending > 0 {
+		if err := w.resetOutstanding(ctx, info); err != nil {
+			return err
+		}
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(b.opts.FetchBatch))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+
+	// Keep the message in hand alive while its handler runs or retries.
+	var inHand atomic.Pointer[jetstream.Msg]
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(ackWait / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if m := inHand.Load(); m != nil {
+					_ = (*m).InProgress()
+				}
+			}
+		}
+	}()
+
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				w.giveBack(it, nil)
+				return nil
+			}
+			return fmt.Errorf("pulling partition %d: %w", w.p, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			w.log.Error().Err(err).Str("subject", m.Subject()).Msg("message without JetStream metadata; terminating it")
+			_ = m.Term()
+			continue
+		}
+		key, id := decodeHeaders(m.Headers())
+		d := stream.Delivery{
+			Message:   stream.Message{Key: key, ID: id, Data: m.Data()},
+			Topic:     w.sub.Topic,
+			Partition: strconv.Itoa(w.p),
+			Position:  strconv.FormatUint(md.Sequence.Stream, 10),
+			Attempt:   int(md.NumDelivered),
+			Published: md.Timestamp,
+		}
+		inHand.Store(&m)
+		r := w.runner
+		r.Touch = func() { _ = m.InProgress() }
+		ok := r.Handle(ctx, d, w.h)
+		inHand.Store(nil)
+		if !ok {
+			w.giveBack(it, m)
+			return nil
+		}
+		if err := m.Ack(); err != nil {
+			w.log.Warn().Err(err).Str("position", d.Position).Msg("ack not sent; the message will be delivered again")
+		}
+	}
+}
+
+// resetOutstanding makes messages that a previous owner (or an earlier pull of this
+// one) left unacknowledged deliverable again, in order, before anything newer.
+func (w *worker) resetOutstanding(ctx context.Context, info *jetstream.ConsumerInfo) error {
+	_, err := w.b.js.ResetConsumer(ctx, w.t.stream, info.Name)
+	if err == nil {
+		w.log.Info().Int("outstanding", info.NumAckPending).Uint64("ack_floor", info.AckFloor.Stream).
+			Msg("partition had unacknowledged messages from a previous owner; redelivering from the ack floor")
+		return nil
+	}
+	if ctx.Err() != nil {
+		return err
+	}
+	// Servers before 2.14 have no consumer reset: wait until the outstanding messages'
+	// ack wait ran out (they are then redelivered before newer ones).
+	wait := info.Config.AckWait + 100*time.Millisecond
+	if info.Delivered.Last != nil {
+		wait = time.Until(info.Delivered.Last.Add(info.Config.AckWait)) + 100*time.Millisecond
+	}
+	w.log.Warn().Err(err).Dur("wait", wait).Msg("consumer reset failed; waiting for outstanding messages to expire")
+	return backoff.Sleep(ctx, wait)
+}
+
+// giveBack negatively acknowledges the message in hand and everything prefetched, in
+// order, so that they are redelivered at once (the next owner resets the consumer to
+// its ack floor in any case).
+func (w *worker) giveBack(it jetstream.MessagesContext, inHand jetstream.Msg) {
+	it.Drain()
+	var back []jetstream.Msg
+	if inHand != nil {
+		back = append(back, inHand)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		m, err := it.Next(jetstream.NextMaxWait(200 * time.Millisecond))
+		if err != nil {
+			break
+		}
+		back = append(back, m)
+	}
+	for _, m := range back {
+		_ = m.Nak()
+	}
+}
+
+// Close stops this backend's consumers (waiting for their handlers), then drains and
+// closes the connection if New dialed it, then shuts an embedded server down.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	for c := range b.cancels {
+		(*c)()
+	}
+	b.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		b.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		b.log.Warn().Msg("consumers did not stop within 30s of Close; closing the connection under them")
+	}
+	if b.ownConn {
+		closed := make(chan struct{})
+		b.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if err := b.nc.Drain(); err != nil {
+			b.nc.Close()
+		} else {
+			select {
+			case <-closed:
+			case <-time.After(15 * time.Second):
+				b.nc.Close()
+			}
+		}
+	}
+	if b.opts.Embedded != nil {
+		b.opts.Embedded.Shutdown()
+	}
+	return nil
+}
