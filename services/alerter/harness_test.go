@@ -82,7 +82,7 @@ type svcOpts struct {
 
 // startService builds an alerter on the memstream server and store, and runs it until
 // the test ends (or stop is called).
-func startService(t *testing.T, srv *memstream.Server, store kv.Store, o svcOpts) *testService {
+func startService(t testing.TB, srv *memstream.Server, store kv.Store, o svcOpts) *testService {
 	t.Helper()
 	cfg := DefaultConfig()
 	if o.detector != nil {
@@ -126,7 +126,7 @@ func startService(t *testing.T, srv *memstream.Server, store kv.Store, o svcOpts
 }
 
 // stop stops Run and waits for it.
-func (ts *testService) stop(t *testing.T) {
+func (ts *testService) stop(t testing.TB) {
 	t.Helper()
 	ts.cancel()
 	select {
