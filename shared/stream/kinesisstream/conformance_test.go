@@ -1,9 +1,11 @@
 package kinesisstream_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/heartline/heartline/shared/kv/dynamokv"
 	"github.com/heartline/heartline/shared/kv/memkv"
 	"github.com/heartline/heartline/shared/localaws"
 	"github.com/heartline/heartline/shared/stream"
@@ -20,6 +22,28 @@ func TestConformance(t *testing.T) {
 		return streamtest.Harness{
 			NewClient: func(t *testing.T) stream.Backend {
 				return newBackend(t, fastOptions(t, localaws.KinesisClient(srv.Endpoint()), prefix, store))
+			},
+			Takeover: 3 * time.Second,
+		}
+	})
+}
+
+// TestConformanceDynamoCheckpoints runs the suite again with leases and checkpoints in
+// DynamoDB (dynalite), as the AWS profile runs.
+func TestConformanceDynamoCheckpoints(t *testing.T) {
+	ksrv, dsrv := localaws.Kinesis(t), localaws.Dynamo(t)
+	dc := localaws.DynamoClient(dsrv.Endpoint())
+	streamtest.Run(t, func(t *testing.T) streamtest.Harness {
+		prefix := uniquePrefix(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		store, err := dynamokv.Open(ctx, dynamokv.Options{Client: dc, Table: "ckpt-" + prefix, Create: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return streamtest.Harness{
+			NewClient: func(t *testing.T) stream.Backend {
+				return newBackend(t, fastOptions(t, localaws.KinesisClient(ksrv.Endpoint()), prefix, store))
 			},
 			Takeover: 3 * time.Second,
 		}
