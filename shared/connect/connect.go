@@ -21,14 +21,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"path/filepath"
+	"strconv"
 	"strings"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/rs/zerolog"
 
 	"github.com/heartline/heartline/shared/config"
 	"github.com/heartline/heartline/shared/kv"
+	"github.com/heartline/heartline/shared/kv/dynamokv"
+	"github.com/heartline/heartline/shared/kv/filekv"
+	"github.com/heartline/heartline/shared/kv/natskv"
+	"github.com/heartline/heartline/shared/localaws"
+	"github.com/heartline/heartline/shared/logging"
 	"github.com/heartline/heartline/shared/stream"
+	"github.com/heartline/heartline/shared/stream/kinesisstream"
+	"github.com/heartline/heartline/shared/stream/natsstream"
 )
 
 // Config is the part of every service's configuration that says where the stream and
@@ -121,15 +134,183 @@ func (p *Platform) Close() error {
 	return errors.Join(errs...)
 }
 
-// ErrNotBuilt is returned for a backend this build does not include yet.
-var ErrNotBuilt = errors.New("backend not available in this build")
-
-// Open connects to the configured stream and kv store.
+// Open connects to the configured stream and kv store. For the embedded profile it
+// starts the NATS server first; Platform.Close stops it last.
 func Open(ctx context.Context, c Config, log zerolog.Logger) (*Platform, error) {
 	var p config.Problems
 	c.Validate(&p)
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("connect: %s stream: %w", c.Kind(), ErrNotBuilt)
+	pl := &Platform{}
+	var err error
+	switch c.Kind() {
+	case "embedded", "nats":
+		err = pl.openNATS(ctx, c, log)
+	case "kinesis":
+		err = pl.openKinesis(ctx, c, log)
+	}
+	if err != nil {
+		_ = pl.Close()
+		return nil, err
+	}
+	return pl, nil
+}
+
+func (pl *Platform) openNATS(ctx context.Context, c Config, log zerolog.Logger) error {
+	url := c.Stream
+	if c.Kind() == "embedded" {
+		host, port, err := splitListen(c.NATSListen)
+		if err != nil {
+			return err
+		}
+		e, err := natsstream.StartEmbedded(natsstream.EmbeddedOptions{StoreDir: filepath.Join(c.DataDir, "nats"),
+			Host: host, Port: port, Log: log})
+		if err != nil {
+			return fmt.Errorf("starting the embedded NATS server: %w", err)
+		}
+		pl.closers = append(pl.closers, func() error { e.Shutdown(); return nil })
+		url = e.ClientURL()
+		log.Info().Str("url", url).Str("store_dir", filepath.Join(c.DataDir, "nats")).Msg("embedded NATS server with JetStream started")
+	}
+	pl.NATSURL = url
+	nc, err := natskv.Dial(ctx, url, natskv.DialOptions{Name: c.Instance, Log: log})
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", logging.RedactURL(url), err)
+	}
+	pl.closers = append(pl.closers, func() error { nc.Close(); return nil })
+	var store kv.Store
+	switch {
+	case c.KV == "" || c.KV == "nats":
+		s, err := natskv.New(ctx, natskv.Options{Conn: nc, Log: log})
+		if err != nil {
+			return fmt.Errorf("opening the NATS KV bucket: %w", err)
+		}
+		pl.closers = append(pl.closers, s.Close)
+		store = s
+	default:
+		if store, err = pl.openKV(ctx, c, log); err != nil {
+			return err
+		}
+	}
+	pl.KV = store
+	b, err := natsstream.New(ctx, natsstream.Options{Conn: nc, Name: c.Instance, KV: store, Log: log})
+	if err != nil {
+		return fmt.Errorf("opening the JetStream stream backend: %w", err)
+	}
+	pl.closers = append(pl.closers, b.Close)
+	pl.Stream = b
+	return nil
+}
+
+func (pl *Platform) openKinesis(ctx context.Context, c Config, log zerolog.Logger) error {
+	u, _ := url.Parse(c.Stream)
+	q := u.Query()
+	region, endpoint := q.Get("region"), q.Get("endpoint")
+	var client *kinesis.Client
+	if isLoopback(endpoint) {
+		client = localaws.KinesisClient(endpoint, func(o *kinesis.Options) { o.Region = region })
+	} else {
+		cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
+		if err != nil {
+			return fmt.Errorf("loading AWS configuration: %w", err)
+		}
+		client = kinesis.NewFromConfig(cfg, func(o *kinesis.Options) {
+			if endpoint != "" {
+				o.BaseEndpoint = &endpoint
+			}
+		})
+	}
+	store, err := pl.openKV(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	pl.KV = store
+	shards, _ := strconv.Atoi(q.Get("shards"))
+	b, err := kinesisstream.New(kinesisstream.Options{Client: client, StreamPrefix: u.Host,
+		Create: createWanted(q, endpoint), ShardCount: int32(shards), Checkpoints: store, Log: log})
+	if err != nil {
+		return fmt.Errorf("opening the Kinesis stream backend: %w", err)
+	}
+	pl.closers = append(pl.closers, b.Close)
+	pl.Stream = b
+	return nil
+}
+
+// openKV opens a kv store that is not the NATS bucket: DynamoDB or a file (the default
+// for Kinesis without a configured store).
+func (pl *Platform) openKV(ctx context.Context, c Config, log zerolog.Logger) (kv.Store, error) {
+	switch {
+	case strings.HasPrefix(c.KV, "dynamodb://"):
+		u, _ := url.Parse(c.KV)
+		q := u.Query()
+		region, endpoint := q.Get("region"), q.Get("endpoint")
+		var client *dynamodb.Client
+		if isLoopback(endpoint) {
+			client = localaws.DynamoClient(endpoint, func(o *dynamodb.Options) { o.Region = region })
+		} else {
+			cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
+			if err != nil {
+				return nil, fmt.Errorf("loading AWS configuration: %w", err)
+			}
+			client = dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+				if endpoint != "" {
+					o.BaseEndpoint = &endpoint
+				}
+			})
+		}
+		s, err := dynamokv.Open(ctx, dynamokv.Options{Client: client, Table: u.Host, Create: createWanted(q, endpoint), Log: log})
+		if err != nil {
+			return nil, fmt.Errorf("opening the DynamoDB kv table %s: %w", u.Host, err)
+		}
+		return s, nil
+	case strings.HasPrefix(c.KV, "file://"):
+		return filekv.Open(strings.TrimPrefix(c.KV, "file://"))
+	case c.KV == "":
+		path := filepath.Join(c.DataDir, "heartline-kv.json")
+		log.Warn().Str("file", path).Msg("no kv store configured for Kinesis: using a local file, which only processes of this machine share")
+		return filekv.Open(path)
+	default:
+		return nil, fmt.Errorf("kv %q is not available with this stream", c.KV)
+	}
+}
+
+// createWanted: create missing streams/tables when ?create=true, and by default for a
+// local endpoint (kinesalite, dynalite); production resources come from Terraform.
+func createWanted(q url.Values, endpoint string) bool {
+	if v := q.Get("create"); v != "" {
+		return v == "true" || v == "1"
+	}
+	return isLoopback(endpoint)
+}
+
+func isLoopback(endpoint string) bool {
+	if endpoint == "" {
+		return false
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func splitListen(s string) (string, int, error) {
+	if s == "" {
+		return "127.0.0.1", -1, nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("nats-listen %q: want host:port (port -1 for a random one): %w", s, err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return "", 0, fmt.Errorf("nats-listen %q: bad port", s)
+	}
+	return host, n, nil
 }
