@@ -3,6 +3,15 @@
 // Prints "ready <service> 127.0.0.1:<port>" once listening. Without dataDir the data is
 // kept in memory and is gone when the process exits.
 'use strict';
+// Node 20 turns a client that disconnects mid-request (a cancelled context, a timeout)
+// into an uncaught ECONNRESET/EPIPE that kills kinesalite and dynalite. Ignore exactly
+// those; anything else still crashes the server loudly.
+const benign = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_WRITE_AFTER_END']);
+process.on('uncaughtException', (err) => {
+  if (err && benign.has(err.code)) return;
+  console.error(err);
+  process.exit(1);
+});
 const [service, portArg, dataDir] = process.argv.slice(2);
 const port = Number(portArg);
 if (!['kinesis', 'dynamodb'].includes(service) || !Number.isInteger(port) || port < 0 || port > 65535) {
