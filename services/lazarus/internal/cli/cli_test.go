@@ -30,7 +30,9 @@ type fixture struct {
 	srv *memstream.Server
 }
 
-func newFixture() *fixture { return &fixture{kv: memkv.New(), srv: memstream.NewServer(memstream.Options{})} }
+func newFixture() *fixture {
+	return &fixture{kv: memkv.New(), srv: memstream.NewServer(memstream.Options{})}
+}
 
 func (f *fixture) env(out *bytes.Buffer) Env {
 	return Env{Getenv: func(string) string { return "" }, Stdout: out, Stderr: out,
