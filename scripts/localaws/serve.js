@@ -8,7 +8,7 @@
 // those; anything else still crashes the server loudly.
 const benign = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_WRITE_AFTER_END']);
 process.on('uncaughtException', (err) => {
-  if (err && benign.has(err.code)) return;
+  if (err && (benign.has(err.code) || err.message === 'aborted')) return;
   console.error(err);
   process.exit(1);
 });

@@ -46,18 +46,6 @@ type Options struct {
 	StartTimeout time.Duration
 }
 
-// guardJS is preloaded into the server. kinesalite 3.3.3 and dynalite 4.0.0 throw from
-// a request's 'error' event, and Node 20 emits one for every request still pending when
-// a client closes its connection (a cancelled context, a timeout): the server would
-// die. A client going away is not an error for the server.
-const guardJS = `'use strict';
-process.on('uncaughtException', (err) => {
-  if (err && (err.code === 'ECONNRESET' || err.message === 'aborted')) return;
-  console.error((err && err.stack) || err);
-  process.exit(1);
-});
-`
-
 // Server is a running kinesalite or dynalite process.
 type Server struct {
 	service string
@@ -126,16 +114,8 @@ func start(ctx context.Context, service string, o Options) (*Server, error) {
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 30 * time.Second
 	}
-	guardDir, err := os.MkdirTemp("", "heartline-localaws-")
-	if err != nil {
-		return nil, fmt.Errorf("localaws: %w", err)
-	}
-	guard := filepath.Join(guardDir, "guard.js")
-	if err := os.WriteFile(guard, []byte(guardJS), 0o644); err != nil {
-		os.RemoveAll(guardDir)
-		return nil, fmt.Errorf("localaws: %w", err)
-	}
-	args := []string{"--require", guard, filepath.Join(dir, "serve.js"), service, fmt.Sprint(o.Port)}
+	// serve.js also keeps the servers alive when a client hangs up mid-request.
+	args := []string{filepath.Join(dir, "serve.js"), service, fmt.Sprint(o.Port)}
 	if o.DataDir != "" {
 		if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 			return nil, fmt.Errorf("localaws: data dir: %w", err)
@@ -152,7 +132,6 @@ func start(ctx context.Context, service string, o Options) (*Server, error) {
 	cmd.Stderr = cmd.Stdout // one pipe for both
 	var tail tailBuffer
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(guardDir)
 		return nil, fmt.Errorf("localaws: start %s: %w", service, err)
 	}
 	s := &Server{service: service, cmd: cmd, done: make(chan struct{})}
@@ -182,7 +161,6 @@ func start(ctx context.Context, service string, o Options) (*Server, error) {
 	}()
 	go func() {
 		_ = cmd.Wait()
-		os.RemoveAll(guardDir)
 		close(s.done)
 	}()
 	timer := time.NewTimer(o.StartTimeout)
