@@ -1,0 +1,177 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// nodeClient is a go-redis client of one node, tuned so that a dead or paused node
+// costs at most the caller's context timeout: no retries, one dial attempt, socket
+// timeouts that follow the context. After a network error the client is replaced, so
+// the next probe dials afresh: go-redis's pool otherwise stops dialing for about a
+// second after PoolSize failed dials, which would hide a primary that came back.
+type nodeClient struct {
+	addr string
+	pool int
+	mu   sync.Mutex
+	c    *redis.Client
+}
+
+func newNodeClient(addr string, pool int) *nodeClient {
+	return &nodeClient{addr: addr, pool: pool}
+}
+
+func (n *nodeClient) options() *redis.Options {
+	return &redis.Options{
+		Addr:                  n.addr,
+		Protocol:              2,
+		DisableIdentity:       true,
+		MaxRetries:            -1,
+		DialerRetries:         1,
+		DialTimeout:           time.Second, // each call's context bounds it further
+		ReadTimeout:           2 * time.Second,
+		WriteTimeout:          2 * time.Second,
+		ContextTimeoutEnabled: true,
+		PoolSize:              n.pool,
+		PoolTimeout:           time.Second,
+		ConnMaxIdleTime:       -1,
+	}
+}
+
+// get returns the current client.
+func (n *nodeClient) get() *redis.Client {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.c == nil {
+		n.c = redis.NewClient(n.options())
+	}
+	return n.c
+}
+
+// failed records err from a call on c: a network error replaces the client.
+func (n *nodeClient) failed(c *redis.Client, err error) {
+	if err == nil || isReply(err) {
+		return
+	}
+	n.mu.Lock()
+	if n.c == c {
+		n.c = nil
+	}
+	n.mu.Unlock()
+	_ = c.Close()
+}
+
+// Close closes the client.
+func (n *nodeClient) Close() {
+	n.mu.Lock()
+	c := n.c
+	n.c = nil
+	n.mu.Unlock()
+	if c != nil {
+		_ = c.Close()
+	}
+}
+
+// isReply reports whether err is an error reply of Redis (the node answered).
+func isReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !isNetErr(err)
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// classify names a probe error for metrics: timeout, refused, loading or error.
+func classify(err error) string {
+	switch {
+	case err == nil:
+		return resultOK
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
+		return resultTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return resultRefused
+	case strings.HasPrefix(err.Error(), "LOADING"):
+		return resultLoading
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return resultTimeout
+	}
+	return resultError
+}
+
+// addrMatcher compares host:port addresses the way Redis would reach them: equal
+// strings, or the same port and hosts that resolve to a common IP. Lookups are cached
+// for a minute (failures for five seconds) and bounded to 200 ms.
+type addrMatcher struct {
+	mu    sync.Mutex
+	cache map[string]resolved
+}
+
+type resolved struct {
+	ips []string
+	at  time.Time
+	ok  bool
+}
+
+func newAddrMatcher() *addrMatcher { return &addrMatcher{cache: map[string]resolved{}} }
+
+func (m *addrMatcher) same(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	if a == b {
+		return true
+	}
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb {
+		return false
+	}
+	ia, ib := m.ips(ha), m.ips(hb)
+	for _, x := range ia {
+		for _, y := range ib {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (m *addrMatcher) ips(host string) []string {
+	if ip := net.ParseIP(host); ip != nil {
+		return []string{ip.String()}
+	}
+	m.mu.Lock()
+	r, ok := m.cache[host]
+	m.mu.Unlock()
+	if ok && (r.ok && time.Since(r.at) < time.Minute || !r.ok && time.Since(r.at) < 5*time.Second) {
+		return r.ips
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, host)
+	r = resolved{at: time.Now(), ok: err == nil}
+	for _, s := range addrs {
+		if ip := net.ParseIP(s); ip != nil {
+			r.ips = append(r.ips, ip.String())
+		}
+	}
+	m.mu.Lock()
+	m.cache[host] = r
+	m.mu.Unlock()
+	return r.ips
+}

@@ -1,0 +1,151 @@
+// Command agent runs Heartline's heartbeat agent beside one Redis replica: it probes the
+// replica and the shard's primary every interval, publishes heartbeats, flags a
+// restarted, regressed or demoted primary and configuration drift, and parks the
+// replica when its primary dies so that it cannot resync from a primary that came back
+// empty. See services/agent/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/heartline/heartline/services/agent"
+	"github.com/heartline/heartline/shared/backoff"
+	"github.com/heartline/heartline/shared/config"
+	"github.com/heartline/heartline/shared/connect"
+	"github.com/heartline/heartline/shared/logging"
+	"github.com/heartline/heartline/shared/topology"
+)
+
+func main() {
+	os.Exit(exitCode(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitCode maps run's error to the process exit code: 2 for bad configuration, 1 for
+// any other failure, 0 otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, config.ErrInvalid):
+		fmt.Fprintln(stderr, "agent:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "agent:", err)
+		return 1
+	}
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := agent.DefaultConfig()
+	l := config.NewLoader("agent", "AGENT")
+	cfg.Register(l)
+	if err := l.Parse(args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			l.Usage(stderr)
+		}
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.Instance = cfg.InstanceName()
+	cfg.Connect.Instance = cfg.Instance
+	log, err := logging.New(logging.Options{Service: "agent", Instance: cfg.Instance, Level: cfg.LogLevel,
+		Format: cfg.LogFormat, Out: stdout})
+	if err != nil {
+		return fmt.Errorf("%w: %v", config.ErrInvalid, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	plat, err := connect.Open(ctx, cfg.Connect, log)
+	if err != nil {
+		return fmt.Errorf("opening the stream and kv store: %w", err)
+	}
+	defer func() {
+		if err := plat.Close(); err != nil {
+			log.Warn().Err(err).Msg("closing the stream and kv store")
+		}
+	}()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	fcfg := topology.FollowerConfig{Store: plat.KV, File: cfg.TopologyFile, Log: log}
+	follower, ferr := topology.Follow(ctx, fcfg)
+	opts := agent.Options{Config: cfg, Publisher: plat.Stream, Log: log, Registry: reg}
+	if ferr == nil {
+		opts.Topology = follower
+	} else {
+		log.Warn().Err(ferr).Msg("no topology yet; guarding the primary from -primary or the replica's INFO, and retrying")
+	}
+	a, err := agent.New(opts)
+	if err != nil {
+		return err
+	}
+	if ferr != nil {
+		go followLater(ctx, a, fcfg, log)
+	}
+	var srv *http.Server
+	if cfg.HTTPListen != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("not serving /healthz, /readyz and /metrics: %w", err)
+		}
+		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error().Err(err).Msg("HTTP server stopped")
+			}
+		}()
+		log.Info().Str("addr", ln.Addr().String()).Msg("serving /healthz, /readyz and /metrics")
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var runErr error
+	select {
+	case runErr = <-done:
+		stop()
+	case <-ctx.Done():
+		log.Info().Msg("shutting down")
+		select {
+		case runErr = <-done:
+		case <-time.After(cfg.ShutdownTimeout + time.Second):
+			runErr = fmt.Errorf("the agent did not stop within the shutdown timeout %s", cfg.ShutdownTimeout)
+		}
+	}
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}
+	return runErr
+}
+
+// followLater retries following the topology until it exists, then hands it over.
+func followLater(ctx context.Context, a *agent.Agent, fcfg topology.FollowerConfig, log zerolog.Logger) {
+	pol := backoff.Policy{Initial: time.Second, Max: 30 * time.Second}
+	for n := 1; ; n++ {
+		if backoff.Sleep(ctx, pol.Delay(n)) != nil {
+			return
+		}
+		f, err := topology.Follow(ctx, fcfg)
+		if err == nil {
+			log.Info().Msg("topology available; following it")
+			a.SetTopology(f)
+			return
+		}
+	}
+}

@@ -1,0 +1,22 @@
+package agent
+
+import "errors"
+
+// Sentinel errors. They are wrapped with %w naming the skipped action.
+var (
+	// ErrNoPrimary: the agent does not know the primary's address (no -primary, no
+	// topology entry, and the replica is parked or not a replica).
+	ErrNoPrimary = errors.New("primary address unknown")
+	// ErrNotFollowing: the replica does not replicate from the primary the agent
+	// guards, so the agent leaves its replication alone.
+	ErrNotFollowing = errors.New("replica does not follow the guarded primary")
+	// ErrNamedPrimary: the topology names this replica as the shard's primary; the
+	// agent never touches its replication.
+	ErrNamedPrimary = errors.New("the topology names this node as primary")
+	// ErrFreezeDisabled: freezing is turned off (-freeze=false).
+	ErrFreezeDisabled = errors.New("freezing is disabled")
+	// ErrAlreadyParked: the replica is already parked.
+	ErrAlreadyParked = errors.New("replica already parked")
+	// ErrBadDesired: the declared desired configuration cannot be parsed.
+	ErrBadDesired = errors.New("bad desired configuration")
+)
