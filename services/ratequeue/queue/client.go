@@ -670,7 +670,8 @@ type EnqueueResult struct {
 	// Duplicate: the first attempt found the idempotency key (or id) already stored;
 	// ID is the original message's id.
 	Duplicate bool
-	// ServerUS is the primary's clock (µs since the Unix epoch) at the write.
+	// ServerUS is the primary's clock (µs since the Unix epoch) when the enqueue
+	// created its queue (0 when the queue already existed: reading the clock costs).
 	ServerUS int64
 }
 

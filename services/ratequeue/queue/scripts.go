@@ -39,27 +39,29 @@ end
 
 // enqueueScript: KEYS epoch, ready, stored. ARGV epoch, queue, id, body, interval µs,
 // idempotency key (” for none), idempotency TTL ms.
-// Returns {id, duplicate 0|1, server µs}.
+// Returns {id, duplicate 0|1, server µs when the queue was created, else 0}.
 var enqueueScript = redis.NewScript(epochCheck + `
 local q, id = ARGV[2], ARGV[3]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if ARGV[6] ~= '' then
   local ik = 'rq:i:' .. ARGV[6]
   local prev = redis.call('GET', ik)
-  if prev then return {prev, 1, now} end
+  if prev then return {prev, 1, 0} end
   redis.call('SET', ik, id, 'PX', ARGV[7])
 end
 local mk = 'rq:m:' .. id
-if redis.call('EXISTS', mk) == 1 then return {id, 1, now} end
+if redis.call('EXISTS', mk) == 1 then return {id, 1, 0} end
 redis.call('HSET', mk, 'q', q, 'b', ARGV[4], 'iv', ARGV[5], 'c', 0)
 redis.call('INCR', KEYS[3])
 if redis.call('RPUSH', 'rq:q:' .. q, id) == 1 then
+  -- a new (or refilled) queue: ready at its saved next allowed time, or now
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local nxt = tonumber(redis.call('GET', 'rq:r:' .. q) or '0')
   if nxt < now then nxt = now end
   redis.call('ZADD', KEYS[2], nxt, q)
+  return {id, 0, now}
 end
-return {id, 0, now}
+return {id, 0, 0}
 `)
 
 // dequeueScript: KEYS epoch, ready, inflight. ARGV epoch, visibility µs, reap limit.
