@@ -73,7 +73,7 @@ type Config struct {
 	Visibility   time.Duration // per dequeue (default 5 s)
 	DrainTimeout time.Duration // default 60 s
 	BodySize     int           // bytes per body (default 64)
-	Retries      int           // re-attempts of an unknown-outcome enqueue (default 3)
+	Retries      int           // re-attempts of an unknown-outcome enqueue (0: none; the CLI defaults to 3)
 	AckDrop      float64       // fraction of deliveries deliberately not acked (default 0)
 	Seed         uint64
 }
