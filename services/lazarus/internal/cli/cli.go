@@ -199,8 +199,7 @@ type RunConfig struct {
 // Register binds the flags of `lazarus run`.
 func (c *RunConfig) Register(l *config.Loader) {
 	c.register(l)
-	host, _ := os.Hostname()
-	l.String(&c.Instance, "instance", fmt.Sprintf("%s-%d", host, os.Getpid()), "this instance's name in logs, events and lease owners")
+	l.String(&c.Instance, "instance", "", "this instance's name in logs, events and lease owners (default: hostname-pid)")
 	l.String(&c.Listen, "listen", "127.0.0.1:9402", "address of /healthz, /readyz and /metrics")
 	l.Duration(&c.LeaseTTL, "lease-ttl", 10*time.Second, "per-shard lease TTL; a dead worker's unfinished failover is taken over after it")
 	l.Duration(&c.LeaseWait, "lease-wait", 5*time.Second, "how long an alert waits for a shard lease held by another worker")
@@ -242,7 +241,13 @@ func (c RunConfig) Validate(p *config.Problems) {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		p.Addf("listen %q: want host:port", c.Listen)
 	}
-	p.Check(c.Instance == "", "instance must not be empty")
+}
+
+func (c *RunConfig) defaultInstance() {
+	if c.Instance == "" {
+		host, _ := os.Hostname()
+		c.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
 }
 
 // Settings turns the configuration into worker settings.
@@ -267,6 +272,7 @@ func runService(ctx context.Context, args []string, env Env) error {
 	if err := parse(l, args, env, func(p *config.Problems) { c.Validate(p) }); err != nil || helpAsked(args) {
 		return err
 	}
+	c.defaultInstance()
 	log, err := c.logger(env, "lazarus", c.Instance)
 	if err != nil {
 		return err
@@ -784,6 +790,7 @@ func manual(ctx context.Context, cmd string, args []string, env Env) error {
 	}); err != nil || helpAsked(args) {
 		return err
 	}
+	c.defaultInstance()
 	log, err := c.logger(env, "lazarus-"+cmd, c.Instance)
 	if err != nil {
 		return err
