@@ -207,14 +207,18 @@ func (r *recDriver) rec(s string) error {
 	r.calls = append(r.calls, s)
 	return nil
 }
-func (r *recDriver) n() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.calls) }
+func (r *recDriver) n() int             { r.mu.Lock(); defer r.mu.Unlock(); return len(r.calls) }
 func (r *recDriver) Name() string       { return "rec" }
 func (r *recDriver) NeedsExecute() bool { return true }
 func (r *recDriver) Kill(_ context.Context, t target.Target, _ driver.KillOptions) error {
 	return r.rec("kill " + t.String())
 }
-func (r *recDriver) Pause(_ context.Context, t target.Target) error  { return r.rec("pause " + t.String()) }
-func (r *recDriver) Resume(_ context.Context, t target.Target) error { return r.rec("resume " + t.String()) }
+func (r *recDriver) Pause(_ context.Context, t target.Target) error {
+	return r.rec("pause " + t.String())
+}
+func (r *recDriver) Resume(_ context.Context, t target.Target) error {
+	return r.rec("resume " + t.String())
+}
 func (r *recDriver) Restart(_ context.Context, t target.Target, _ driver.RestartOptions) error {
 	return r.rec("restart " + t.String())
 }
