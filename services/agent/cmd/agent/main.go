@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/heartline/heartline/services/agent"
@@ -69,6 +70,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
+	// go-redis reports every failed dial on stderr; while a primary is down that is
+	// several lines a second. Route them into the JSON log at debug level.
+	redis.SetLogger(redisLogger{log})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -132,6 +136,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) er
 		_ = srv.Shutdown(sctx)
 	}
 	return runErr
+}
+
+type redisLogger struct{ log zerolog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug().Str("component", "go-redis").Msgf(format, v...)
 }
 
 // followLater retries following the topology until it exists, then hands it over.
