@@ -103,8 +103,15 @@ type Config struct {
 	PoolSize int
 	// DialTimeout per connection attempt (default 250 ms).
 	DialTimeout time.Duration
-	Metrics     *Metrics
-	Log         zerolog.Logger
+	// NoBatch turns off coalescing: by default concurrent write scripts to one node
+	// are sent as pipelines by Batchers goroutines per node (with AckReplica a single
+	// WAIT ends each pipeline and covers all of its writes), which saves a round trip
+	// and two system calls per call on both sides.
+	NoBatch bool
+	// Batchers per node (default 4) and the largest batch (default 128).
+	Batchers, MaxBatch int
+	Metrics            *Metrics
+	Log                zerolog.Logger
 }
 
 func (c *Config) defaults() {
@@ -140,6 +147,12 @@ func (c *Config) defaults() {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 250 * time.Millisecond
+	}
+	if c.Batchers <= 0 {
+		c.Batchers = 4
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 128
 	}
 }
 
@@ -195,6 +208,11 @@ type node struct {
 	addr string
 	rdb  *redis.Client
 	born time.Time
+	// Batching (see batch.go): calls queue here for the node's batchers.
+	calls     chan *call
+	stop      chan struct{} // closed by close
+	dead      chan struct{} // closed when every batcher has exited
+	closeOnce sync.Once
 }
 
 // New returns a client. Close it when done.
@@ -219,7 +237,7 @@ func (c *Client) Close() error {
 	c.closed = true
 	close(c.done)
 	for _, n := range c.nodes {
-		_ = n.rdb.Close()
+		n.close()
 	}
 	c.nodes = nil
 	return nil
@@ -269,7 +287,9 @@ func (c *Client) newNode(addr string) *node {
 		PoolTimeout:           c.cfg.AttemptTimeout,
 		PipelinePoolSize:      -1,
 	})
-	return &node{addr: addr, rdb: rdb, born: time.Now()}
+	n := &node{addr: addr, rdb: rdb, born: time.Now(), stop: make(chan struct{}), dead: make(chan struct{})}
+	c.startBatchers(n)
+	return n
 }
 
 func (c *Client) node(addr string) (*node, error) {
@@ -295,8 +315,7 @@ func (c *Client) replace(n *node) {
 		return
 	}
 	c.nodes[n.addr] = c.newNode(n.addr)
-	old := n.rdb
-	time.AfterFunc(2*c.cfg.AttemptTimeout, func() { _ = old.Close() })
+	time.AfterFunc(2*c.cfg.AttemptTimeout, n.close)
 }
 
 // prune closes the clients of nodes that are no longer a primary after each
@@ -317,8 +336,7 @@ func (c *Client) prune() {
 		for addr, n := range c.nodes {
 			if !keep[addr] {
 				delete(c.nodes, addr)
-				old := n.rdb
-				time.AfterFunc(2*c.cfg.AttemptTimeout, func() { _ = old.Close() })
+				time.AfterFunc(2*c.cfg.AttemptTimeout, n.close)
 			}
 		}
 		c.mu.Unlock()
@@ -536,8 +554,9 @@ func (c *Client) run(ctx context.Context, op, queue string, maxAttempts int,
 				return topology.Shard{}, err // a final answer from the attempt itself
 			}
 			if parent.Err() != nil && errors.Is(err, parent.Err()) {
+				// The caller gave up during the attempt: it may have been applied.
 				lastErr = err
-				return topology.Shard{}, c.final(parent, fail, maybeApplied, n)
+				return topology.Shard{}, c.final(parent, fail, true, n)
 			}
 			v := classify(err)
 			lastErr, lastReason = fmt.Errorf("%s: %w", sh.Primary, err), v.reason
@@ -592,6 +611,9 @@ func (c *Client) final(parent context.Context, fail func(Category, error, int) e
 // eval runs a write script on the node, pipelined with WAIT 1 for AckReplica (when
 // wait is true). It loads the script on NOSCRIPT (a node seen for the first time).
 func (c *Client) eval(ctx context.Context, n *node, s *redis.Script, wait bool, keys []string, args ...any) (any, error) {
+	if n.calls != nil {
+		return c.batched(ctx, n, s, wait, keys, args)
+	}
 	for i := 0; ; i++ {
 		var res any
 		var err error
@@ -864,6 +886,13 @@ func (c *Client) dequeueShard(ctx context.Context, shard string, vis time.Durati
 	_, err := c.run(ctx, "dequeue", "", maxAttempts, shardByID(shard), func(ctx context.Context, t target) error {
 		res, err := c.eval(ctx, t.node, dequeueScript, true, []string{EpochKey, keyReady, keyInflight},
 			epochArg(t.shard.Epoch), vis.Microseconds(), 1000)
+		if errors.Is(err, errNotReplicated) {
+			// A message (if any) is in flight on the primary but not confirmed on a
+			// replica: it is not returned, and comes back after its visibility
+			// timeout. Retrying here would only take more messages in flight.
+			return &Error{Op: "dequeue", Shard: t.shard.ID, Category: CategoryUnknown, Reason: "not_replicated",
+				Err: fmt.Errorf("%w: %w", ErrUnknownOutcome, err)}
+		}
 		if err != nil {
 			return err
 		}

@@ -137,9 +137,14 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		defer pprof.StopCPUProfile()
 	}
 	topo := topology.Static(topology.Map{Shards: []topology.Shard{{ID: "bench", Index: 0, Epoch: epoch, Primary: addr}}})
-	for _, mode := range []queue.AckMode{queue.AckPrimary, queue.AckReplica} {
+	type variant struct {
+		ack     queue.AckMode
+		noBatch bool
+	}
+	for _, v := range []variant{{queue.AckPrimary, false}, {queue.AckReplica, false}, {queue.AckPrimary, true}, {queue.AckReplica, true}} {
+		mode := v.ack
 		qc, err := queue.New(queue.Config{Topology: topo, Ack: mode, DefaultRate: 0, Rates: map[string]float64{},
-			PoolSize: cfg.Clients + 8, Log: zerolog.Nop(), Visibility: time.Hour})
+			PoolSize: cfg.Clients + 8, Log: zerolog.Nop(), Visibility: time.Hour, NoBatch: v.noBatch})
 		if err != nil {
 			return err
 		}
@@ -150,6 +155,9 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		for _, r := range res {
 			r.Mode = "ack=" + string(mode)
+			if v.noBatch {
+				r.Mode += ",nobatch"
+			}
 			vs := map[string]string{"enqueue": "RPUSH", "dequeue": "LPOP", "ack": "RPUSH"}[r.Op]
 			if b, ok := base[vs]; ok && b.OpsPerS > 0 {
 				r.Versus, r.Ratio = vs, r.OpsPerS/b.OpsPerS
