@@ -73,6 +73,7 @@ type benchRow struct {
 	OpsPerS float64 `json:"ops_per_s"`
 	P50MS   float64 `json:"p50_ms"`
 	P99MS   float64 `json:"p99_ms"`
+	Errors  int64   `json:"errors,omitempty"`
 	Versus  string  `json:"versus,omitempty"`
 	Ratio   float64 `json:"ratio,omitempty"`
 }
@@ -175,13 +176,13 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "op\tmode\tops/s\tp50 ms\tp99 ms\tratio\t")
+	fmt.Fprintln(tw, "op\tmode\tops/s\tp50 ms\tp99 ms\terrors\tratio\t")
 	for _, r := range rows {
 		ratio := ""
 		if r.Versus != "" {
 			ratio = fmt.Sprintf("%.2fx %s", r.Ratio, r.Versus)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%.3f\t%s\t\n", r.Op, r.Mode, r.OpsPerS, r.P50MS, r.P99MS, ratio)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%.3f\t%d\t%s\t\n", r.Op, r.Mode, r.OpsPerS, r.P50MS, r.P99MS, r.Errors, ratio)
 	}
 	_ = tw.Flush()
 	if cfg.JSON != "" {
@@ -273,6 +274,8 @@ func redisBenchmark(ctx context.Context, cfg *benchConfig, host, port string) ([
 	return rows, nil
 }
 
+var errPhaseOver = errors.New("phase over")
+
 // benchQueue measures enqueue, dequeue (without ack) and ack of cfg.Requests messages.
 func benchQueue(ctx context.Context, cfg *benchConfig, qc *queue.Client) ([]benchRow, error) {
 	body := make([]byte, cfg.BodySize)
@@ -287,6 +290,8 @@ func benchQueue(ctx context.Context, cfg *benchConfig, qc *queue.Client) ([]benc
 		lat := make([][]time.Duration, cfg.Clients)
 		var wg sync.WaitGroup
 		var firstErr atomic.Pointer[error]
+		var errs atomic.Int64
+		var over atomic.Bool
 		start := time.Now()
 		for c := 0; c < cfg.Clients; c++ {
 			wg.Add(1)
@@ -295,14 +300,24 @@ func benchQueue(ctx context.Context, cfg *benchConfig, qc *queue.Client) ([]benc
 				rng := rand.New(rand.NewPCG(uint64(c), 7))
 				for {
 					i := int(next.Add(1)) - 1
-					if i >= cfg.Requests || firstErr.Load() != nil {
+					if i >= cfg.Requests || firstErr.Load() != nil || over.Load() {
 						return
 					}
 					t0 := time.Now()
 					done, err := op(i, rng)
-					if err != nil {
-						firstErr.CompareAndSwap(nil, &err)
+					if errors.Is(err, errPhaseOver) {
+						over.Store(true)
 						return
+					}
+					if err != nil {
+						// A failed call (for example WAIT timing out on a starved
+						// replica) is counted, not measured; too many abort the run.
+						if errs.Add(1) > int64(cfg.Requests/10)+10 {
+							firstErr.CompareAndSwap(nil, &err)
+							return
+						}
+						next.Add(-1)
+						continue
 					}
 					if !done {
 						next.Add(-1) // nothing ready: not an operation of the measured kind
@@ -328,7 +343,7 @@ func benchQueue(ctx context.Context, cfg *benchConfig, qc *queue.Client) ([]benc
 			}
 			return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
 		}
-		return benchRow{Op: name, OpsPerS: float64(len(all)) / el.Seconds(), P50MS: q(.5), P99MS: q(.99)}, nil
+		return benchRow{Op: name, OpsPerS: float64(len(all)) / el.Seconds(), P50MS: q(.5), P99MS: q(.99), Errors: errs.Load()}, nil
 	}
 	enq, err := phase("enqueue", func(i int, rng *rand.Rand) (bool, error) {
 		_, err := qc.Enqueue(ctx, queue.EnqueueRequest{Queue: "bench-" + strconv.Itoa(rng.IntN(cfg.Queues)), Body: body})
@@ -341,7 +356,7 @@ func benchQueue(ctx context.Context, cfg *benchConfig, qc *queue.Client) ([]benc
 		res, err := qc.Dequeue(ctx, queue.DequeueRequest{Shard: "bench"})
 		if err != nil || res.Message == nil {
 			if err == nil && res.Ready == 0 {
-				return false, errors.New("queue empty before every message was dequeued")
+				return false, errPhaseOver // the rest went in flight unconfirmed (counted as errors)
 			}
 			return false, err
 		}
@@ -354,6 +369,9 @@ func benchQueue(ctx context.Context, cfg *benchConfig, qc *queue.Client) ([]benc
 		return nil, err
 	}
 	ack, err := phase("ack", func(i int, rng *rand.Rand) (bool, error) {
+		if i >= len(got) {
+			return false, errPhaseOver
+		}
 		m := got[i]
 		return true, qc.Ack(ctx, m.q, m.id)
 	})
