@@ -404,16 +404,17 @@ func (b *Backend) publishOnce(ctx context.Context, topic string, m stream.Messag
 	return err
 }
 
-// PublishBatch publishes msgs asynchronously and waits for every acknowledgement; it
-// returns nil only when all were stored. A batch with an invalid message publishes
-// nothing. Order per key holds: JetStream stores the publishes of one connection to
-// one subject in order, and when some acknowledgements fail, each affected key is
-// published again sequentially from its first failed message (later messages that
-// were stored already are dropped as duplicates when they have an id).
+// PublishBatch publishes msgs and returns nil only when every message was stored. A
+// batch with an invalid message publishes nothing.
 //
-// One case cannot be repaired afterwards: a message lost on the wire during a
-// reconnect while a later message of the same key got through (stored, acknowledged).
-// The retry then stores the earlier message after the later one.
+// Messages of different keys are published asynchronously and their acknowledgements
+// awaited together; a key's next message is sent only after its previous one was
+// acknowledged. The batch goes out in waves: wave n holds the n-th message of every
+// key. Pipelining two messages of one key is not safe: across a reconnect the first
+// can be lost on the dead connection while the second, buffered for the new one, is
+// stored, and no retry could put them back in order. A failed message is retried
+// (sequentially, with backoff; its id makes a retry of a message that was in fact
+// stored a duplicate JetStream drops) before the next wave starts.
 func (b *Backend) PublishBatch(ctx context.Context, topic string, msgs []stream.Message) error {
 	for _, m := range msgs {
 		if err := b.check(topic, m); err != nil {
@@ -438,6 +439,9 @@ func (b *Backend) PublishBatch(ctx context.Context, topic string, msgs []stream.
 		if err == nil {
 			break
 		}
+		if perr := b.permanent(err); perr != nil {
+			return fmt.Errorf("publishing to %s: %w", topic, perr)
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
 		}
@@ -448,30 +452,50 @@ func (b *Backend) PublishBatch(ctx context.Context, topic string, msgs []stream.
 			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
 		}
 	}
-
-	futures := make([]jetstream.PubAckFuture, len(msgs))
-	failed := make([]bool, len(msgs))
-	blocked := map[string]bool{} // keys with a message not sent: send nothing after it
-	for i, m := range msgs {
-		if blocked[m.Key] {
-			failed[i] = true
-			continue
+	for _, wave := range waves(msgs) {
+		if err := b.publishWave(ctx, t, msgs, wave); err != nil {
+			return err
 		}
-		f, err := b.publishAsync(ctx, t, m, futures[:i])
+	}
+	return nil
+}
+
+// waves splits msgs into waves: wave n lists the indexes of the n-th message of each
+// key, in batch order.
+func waves(msgs []stream.Message) [][]int {
+	seen := make(map[string]int, len(msgs))
+	var out [][]int
+	for i, m := range msgs {
+		n := seen[m.Key]
+		seen[m.Key] = n + 1
+		if n == len(out) {
+			out = append(out, make([]int, 0, len(msgs)-i))
+		}
+		out[n] = append(out[n], i)
+	}
+	return out
+}
+
+// publishWave publishes messages of distinct keys asynchronously, waits for their
+// acknowledgements and retries the failed ones one by one.
+func (b *Backend) publishWave(ctx context.Context, t *topicState, msgs []stream.Message, wave []int) error {
+	futures := make([]jetstream.PubAckFuture, len(wave))
+	var retry []int
+	for j, i := range wave {
+		f, err := b.publishAsync(ctx, t, msgs[i], futures[:j])
 		if err != nil {
 			if perr := b.permanent(err); perr != nil {
-				return fmt.Errorf("publishing to %s: %w", topic, perr)
+				return fmt.Errorf("publishing to %s: %w", t.topic, perr)
 			}
 			if ctx.Err() != nil {
-				return fmt.Errorf("publishing to %s: %w", topic, ctx.Err())
+				return fmt.Errorf("publishing to %s: %w", t.topic, ctx.Err())
 			}
-			failed[i], blocked[m.Key] = true, true
+			retry = append(retry, i)
 			continue
 		}
-		futures[i] = f
+		futures[j] = f
 	}
-	anyFailed := len(blocked) > 0
-	for i, f := range futures {
+	for j, f := range futures {
 		if f == nil {
 			continue
 		}
@@ -479,32 +503,21 @@ func (b *Backend) PublishBatch(ctx context.Context, topic string, msgs []stream.
 		case <-f.Ok():
 		case err := <-f.Err():
 			if perr := b.permanent(err); perr != nil {
-				return fmt.Errorf("publishing to %s: %w", topic, perr)
+				return fmt.Errorf("publishing to %s: %w", t.topic, perr)
 			}
-			failed[i], anyFailed = true, true
+			retry = append(retry, wave[j])
 		case <-ctx.Done():
-			return fmt.Errorf("publishing to %s: %w", topic, ctx.Err())
+			return fmt.Errorf("publishing to %s: %w", t.topic, ctx.Err())
 		}
 	}
-	if !anyFailed {
-		return nil
-	}
-	// Publish each key again from its first failed message on, in order.
-	redo := map[string]bool{}
-	n := 0
-	for i, m := range msgs {
-		if failed[i] {
-			redo[m.Key] = true
-		}
-		if !redo[m.Key] {
-			continue
-		}
-		n++
-		if err := b.publishSync(ctx, topic, m); err != nil {
+	for _, i := range retry {
+		if err := b.publishSync(ctx, t.topic, msgs[i]); err != nil {
 			return err
 		}
 	}
-	b.log.Debug().Str("topic", topic).Int("republished", n).Msg("batch partly failed; republished the affected keys in order")
+	if len(retry) > 0 {
+		b.log.Debug().Str("topic", t.topic).Int("retried", len(retry)).Msg("part of a batch was published again")
+	}
 	return nil
 }
 

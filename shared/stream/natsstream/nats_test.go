@@ -1,0 +1,475 @@
+package natsstream_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heartline/heartline/shared/stream"
+	"github.com/heartline/heartline/shared/stream/natsstream"
+	"github.com/heartline/heartline/shared/stream/natsstream/natstest"
+)
+
+// collector records deliveries.
+type collector struct {
+	mu   sync.Mutex
+	got  []stream.Delivery
+	seen map[string]int
+}
+
+func newCollector() *collector { return &collector{seen: map[string]int{}} }
+
+func (c *collector) handle(_ context.Context, d stream.Delivery) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.got = append(c.got, d)
+	c.seen[d.ID]++
+	return nil
+}
+
+func (c *collector) distinct() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.seen)
+}
+
+func (c *collector) snapshot() []stream.Delivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]stream.Delivery(nil), c.got...)
+}
+
+// checkOrder fails when a key's messages were first delivered out of publish order
+// (data is "<key>|<seq>").
+func checkOrder(t *testing.T, ds []stream.Delivery) {
+	t.Helper()
+	last := map[string]int{}
+	first := map[string]bool{}
+	for _, d := range ds {
+		if first[d.ID] {
+			continue
+		}
+		first[d.ID] = true
+		_, s, _ := strings.Cut(string(d.Data), "|")
+		n, _ := strconv.Atoi(s)
+		if p, ok := last[d.Key]; ok && n < p {
+			t.Fatalf("key %s: message %d first delivered after %d", d.Key, n, p)
+		}
+		last[d.Key] = n
+	}
+}
+
+func msg(key string, seq int) stream.Message {
+	return stream.Message{Key: key, ID: fmt.Sprintf("%s-%d", key, seq), Data: []byte(fmt.Sprintf("%s|%d", key, seq))}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what func() string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s: %s", timeout, what())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// consume runs Consume in the background until the test ends or stop is called.
+func consume(t *testing.T, c stream.Consumer, sub stream.Subscription, h stream.Handler) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Consume(ctx, sub, h) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Consume: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("Consume did not return within 30s of cancellation")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func jsOf(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func TestDuplicateMessageIDStoredOnce(t *testing.T) {
+	srv := natstest.Start(t)
+	b := newBackend(t, testOptions(t, srv.ClientURL()))
+	ctx := context.Background()
+	m := stream.Message{Key: "shard-1", ID: "hb-1", Data: []byte("x")}
+	for i := 0; i < 3; i++ {
+		if err := b.Publish(ctx, "dedup", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Also within a batch and from another client.
+	if err := b.PublishBatch(ctx, "dedup", []stream.Message{m, msg("shard-2", 1), m}); err != nil {
+		t.Fatal(err)
+	}
+	if err := newBackend(t, testOptions(t, srv.ClientURL())).Publish(ctx, "dedup", m); err != nil {
+		t.Fatal(err)
+	}
+	s, err := jsOf(t, srv.ClientURL()).Stream(ctx, natsstream.StreamName("dedup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 2 {
+		t.Fatalf("stream holds %d messages, want 2 (one per distinct id)", n)
+	}
+	c := newCollector()
+	consume(t, b, stream.Subscription{Topic: "dedup", Group: "g"}, c.handle)
+	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of 2") }, func() bool { return c.distinct() == 2 })
+	time.Sleep(300 * time.Millisecond)
+	if n := len(c.snapshot()); n != 2 {
+		t.Fatalf("%d deliveries, want 2", n)
+	}
+}
+
+// Keys and ids that are not valid header text (line breaks, blanks at the ends,
+// non-ASCII) arrive unchanged, and de-duplication still works on such ids.
+func TestArbitraryKeysAndIDsRoundTrip(t *testing.T) {
+	srv := natstest.Start(t)
+	b := newBackend(t, testOptions(t, srv.ClientURL()))
+	ctx := context.Background()
+	odd := []stream.Message{
+		{Key: "a\r\nX-Evil: 1", ID: "id\r\n1", Data: []byte("1")},
+		{Key: " padded ", ID: " id 2 ", Data: []byte("2")},
+		{Key: "ключ", ID: "ид-3", Data: []byte("3")},
+		{Key: "plain", ID: "", Data: nil},
+	}
+	if err := b.PublishBatch(ctx, "odd", odd); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, "odd", odd[0]); err != nil { // a duplicate
+		t.Fatal(err)
+	}
+	c := newCollector()
+	consume(t, b, stream.Subscription{Topic: "odd", Group: "g"}, c.handle)
+	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(len(c.snapshot()), " of 4") }, func() bool { return len(c.snapshot()) >= 4 })
+	time.Sleep(300 * time.Millisecond)
+	got := map[string]stream.Delivery{}
+	for _, d := range c.snapshot() {
+		if _, dup := got[d.Key]; dup {
+			t.Fatalf("key %q delivered twice: the duplicate id was not dropped", d.Key)
+		}
+		got[d.Key] = d
+	}
+	for _, m := range odd {
+		d, ok := got[m.Key]
+		if !ok {
+			t.Fatalf("key %q not delivered intact; got %v", m.Key, got)
+		}
+		if d.ID != m.ID || string(d.Data) != string(m.Data) {
+			t.Fatalf("delivery %+v, published %+v", d, m)
+		}
+		if d.Partition != strconv.Itoa(natsstream.Partition(m.Key, 16)) || d.Position == "" || d.Published.IsZero() {
+			t.Fatalf("delivery metadata %+v", d)
+		}
+	}
+}
+
+// Many clients creating the same topic's stream and the same group's consumers at
+// once all succeed, and end up with one stream and one consumer per partition.
+func TestConcurrentCreationIsIdempotent(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	const clients = 6
+	c := newCollector()
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		b := newBackend(t, testOptions(t, srv.ClientURL()))
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			consume(t, b, stream.Subscription{Topic: "race", Group: "g", Instance: fmt.Sprint("m", i)}, c.handle)
+			errs <- b.Publish(ctx, "race", msg(fmt.Sprint("k", i), 0))
+		}(i)
+	}
+	wg.Wait()
+	for i := 0; i < clients; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of ", clients) }, func() bool { return c.distinct() == clients })
+	js := jsOf(t, srv.ClientURL())
+	names := js.StreamNames(ctx)
+	var streams []string
+	for n := range names.Name() {
+		streams = append(streams, n)
+	}
+	if fmt.Sprint(streams) != "[HL_race]" && !(len(streams) == 2 && strings.Contains(fmt.Sprint(streams), "KV_heartline")) {
+		t.Fatalf("streams %v", streams)
+	}
+	s, err := js.Stream(ctx, "HL_race")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Consumers; n != 16 {
+		t.Fatalf("%d consumers, want 16 (one per partition)", n)
+	}
+}
+
+// A publisher keeps retrying while the server is down and succeeds when it is back (same
+// port, same store); a consumer resumes without losing anything, in order.
+func TestPublishRetriesAcrossServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	srv := natstest.StartIn(t, dir, -1)
+	port := srv.Port()
+	o := testOptions(t, srv.ClientURL())
+	o.PublishTimeout = 500 * time.Millisecond
+	pub := newBackend(t, o)
+	cons := newBackend(t, testOptions(t, srv.ClientURL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := newCollector()
+	stop := consume(t, cons, stream.Subscription{Topic: "restart", Group: "g"}, c.handle)
+
+	const keys, rounds = 8, 60
+	published := make(chan int, rounds)
+	pubErr := make(chan error, 1)
+	go func() {
+		for i := 0; i < rounds; i++ {
+			var err error
+			if i%2 == 0 {
+				var batch []stream.Message
+				for k := 0; k < keys; k++ {
+					batch = append(batch, msg(fmt.Sprint("k", k), i))
+				}
+				err = pub.PublishBatch(ctx, "restart", batch)
+			} else {
+				for k := 0; k < keys && err == nil; k++ {
+					err = pub.Publish(ctx, "restart", msg(fmt.Sprint("k", k), i))
+				}
+			}
+			if err != nil {
+				pubErr <- err
+				return
+			}
+			published <- i
+			time.Sleep(10 * time.Millisecond)
+		}
+		pubErr <- nil
+	}()
+	// Restart the server while publishing goes on.
+	for i := 0; i < 10; i++ {
+		<-published
+	}
+	srv.Shutdown()
+	time.Sleep(time.Second) // the outage: publishers must keep retrying through it
+	natstest.StartIn(t, dir, port)
+	if err := <-pubErr; err != nil {
+		t.Fatalf("publishing across the restart: %v", err)
+	}
+	total := keys * rounds
+	waitFor(t, 90*time.Second, func() string { return fmt.Sprint(c.distinct(), " of ", total) }, func() bool { return c.distinct() == total })
+	checkOrder(t, c.snapshot())
+	// Stop the clients while the second server still runs (cleanups stop it first).
+	stop()
+	_ = pub.Close()
+	_ = cons.Close()
+}
+
+// Messages are stored on disk: they survive a server restart, and so does the
+// group's position.
+func TestMessagesSurviveServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	srv := natstest.StartIn(t, dir, -1)
+	port := srv.Port()
+	url := srv.ClientURL()
+	ctx := context.Background()
+	b := newBackend(t, testOptions(t, url))
+	for i := 0; i < 20; i++ {
+		if err := b.Publish(ctx, "durable", msg("k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCollector()
+	stop := consume(t, b, stream.Subscription{Topic: "durable", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
+		if n, _ := strconv.Atoi(strings.TrimPrefix(d.ID, "k-")); n >= 10 { // handle k-0..k-9 only
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return c.handle(ctx, d)
+	})
+	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of 10") }, func() bool { return c.distinct() == 10 })
+	stop()
+	_ = b.Close()
+	srv.Shutdown()
+	natstest.StartIn(t, dir, port)
+	b2 := newBackend(t, testOptions(t, url))
+	for i := 20; i < 30; i++ {
+		if err := b2.Publish(ctx, "durable", msg("k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop = consume(t, b2, stream.Subscription{Topic: "durable", Group: "g"}, c.handle)
+	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of 30") }, func() bool { return c.distinct() == 30 })
+	stop()
+	_ = b2.Close()
+	ds := c.snapshot()
+	checkOrder(t, ds)
+	for _, d := range ds[10:] {
+		if n, _ := strconv.Atoi(strings.TrimPrefix(d.ID, "k-")); n < 10 {
+			t.Fatalf("message %s handled again after the restart: the group position was lost", d.ID)
+		}
+	}
+}
+
+// A partition whose consumer still has messages outstanding at someone else (here a
+// raw JetStream client that fetched and never acknowledged them; in production a
+// crashed member) starts again at the first unacknowledged message, in order, without
+// waiting for the ack wait to run out.
+func TestTakeoverRedeliversOutstandingInOrder(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	o := testOptions(t, srv.ClientURL())
+	o.Partitions = 1
+	o.LeaseTTL = 10 * time.Minute // ack wait 5 min: expiry cannot be what redelivers
+	b := newBackend(t, o)
+	for i := 0; i < 10; i++ {
+		if err := b.Publish(ctx, "outstanding", msg("k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Create the group's consumers, then stop.
+	probe := newCollector()
+	stop := consume(t, b, stream.Subscription{Topic: "outstanding", Group: "g"}, probe.handle)
+	waitFor(t, 60*time.Second, func() string { return "group not created" }, func() bool { return probe.distinct() == 10 })
+	stop()
+	for i := 10; i < 20; i++ {
+		if err := b.Publish(ctx, "outstanding", msg("k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A "crashed" holder fetches k-10..k-14 and never acknowledges them.
+	js := jsOf(t, srv.ClientURL())
+	cons, err := js.Consumer(ctx, natsstream.StreamName("outstanding"), natsstream.ConsumerName("g", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(5, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []string
+	for m := range batch.Messages() {
+		held = append(held, string(m.Data()))
+	}
+	if len(held) != 5 || held[0] != "k|10" {
+		t.Fatalf("raw fetch got %v", held)
+	}
+	c := newCollector()
+	consume(t, b, stream.Subscription{Topic: "outstanding", Group: "g"}, c.handle)
+	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of 10") }, func() bool { return c.distinct() == 10 })
+	ds := c.snapshot()
+	if string(ds[0].Data) != "k|10" {
+		t.Fatalf("first delivery after takeover is %s, want k|10", ds[0].Data)
+	}
+	checkOrder(t, ds)
+}
+
+func TestCloseStopsConsumersAndRefusesUse(t *testing.T) {
+	srv := natstest.Start(t)
+	b := newBackend(t, testOptions(t, srv.ClientURL()))
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Consume(ctx, stream.Subscription{Topic: "closing", Group: "g"}, func(context.Context, stream.Delivery) error { return nil })
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Consume after Close: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Consume did not return after Close")
+	}
+	if err := b.Publish(ctx, "closing", msg("k", 1)); !errors.Is(err, stream.ErrClosed) {
+		t.Fatalf("Publish after Close: want ErrClosed, got %v", err)
+	}
+	if err := b.Consume(ctx, stream.Subscription{Topic: "closing", Group: "g"}, nil); !errors.Is(err, stream.ErrClosed) {
+		t.Fatalf("Consume after Close: want ErrClosed, got %v", err)
+	}
+}
+
+// A batch published while the server is down waits for it, then stores every message
+// once and in order per key.
+func TestPublishBatchWaitsForRestartedServer(t *testing.T) {
+	dir := t.TempDir()
+	srv := natstest.StartIn(t, dir, -1)
+	port := srv.Port()
+	o := testOptions(t, srv.ClientURL())
+	o.PublishTimeout = 300 * time.Millisecond
+	pub := newBackend(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := pub.Publish(ctx, "outage", msg("warmup", 0)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	var batch []stream.Message
+	for i := 0; i < 50; i++ {
+		for k := 0; k < 4; k++ {
+			batch = append(batch, msg(fmt.Sprint("k", k), i))
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- pub.PublishBatch(ctx, "outage", batch) }()
+	select {
+	case err := <-done:
+		t.Fatalf("PublishBatch returned while the server was down: %v", err)
+	case <-time.After(time.Second):
+	}
+	srv = natstest.StartIn(t, dir, port)
+	if err := <-done; err != nil {
+		t.Fatalf("PublishBatch across the outage: %v", err)
+	}
+	s, err := jsOf(t, srv.ClientURL()).Stream(ctx, natsstream.StreamName("outage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != uint64(len(batch)+1) {
+		t.Fatalf("stream holds %d messages, want %d: duplicates or losses", n, len(batch)+1)
+	}
+	c := newCollector()
+	stop := consume(t, pub, stream.Subscription{Topic: "outage", Group: "g"}, c.handle)
+	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of ", len(batch)+1) },
+		func() bool { return c.distinct() == len(batch)+1 })
+	checkOrder(t, c.snapshot())
+	stop()
+	_ = pub.Close()
+}
