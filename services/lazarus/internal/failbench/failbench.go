@@ -118,6 +118,9 @@ func Execute(ctx context.Context, o Options) (Result, error) {
 	if o.Settings.Cooldown == 0 {
 		o.Settings.Cooldown = time.Second // runs follow each other faster than the default 30 s
 	}
+	if o.Settings.MaxPerWindow == 0 {
+		o.Settings.MaxPerWindow = -1 // the fleet limit (5 per 10 min) would hold the 6th run
+	}
 	if o.Settings.Instance == "" {
 		o.Settings.Instance = "failbench-lazarus"
 	}
