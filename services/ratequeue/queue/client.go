@@ -311,7 +311,7 @@ func (c *Client) node(addr string) (*node, error) {
 func (c *Client) replace(n *node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.nodes[n.addr] != n || time.Since(n.born) < 50*time.Millisecond {
+	if c.closed || c.nodes[n.addr] != n || time.Since(n.born) < 200*time.Millisecond {
 		return
 	}
 	c.nodes[n.addr] = c.newNode(n.addr)
