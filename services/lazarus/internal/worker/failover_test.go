@@ -336,76 +336,84 @@ func TestNoEligibleReplicaAbortsThenRecovers(t *testing.T) {
 // afresh. Either way the shard ends with exactly one primary.
 func TestCrashMidFailoverIsFinishedByTheNextWorker(t *testing.T) {
 	for _, at := range []string{StepPromote, StepStampEpoch, StepRepoint, StepRoute, StepFence} {
-		t.Run("crash after "+at, func(t *testing.T) {
-			e := newEnv(t, 2)
-			ctx := context.Background()
-			oldP := e.shard.Primary.Addr()
-			keys := writeAcked(t, oldP, "k", 50)
-			set := testSettings("a")
-			set.LeaseTTL = time.Second
-			crashed := make(chan struct{})
-			a := e.worker(set, Hooks{AfterStep: func(_ *Record, st string) error {
-				if st == at {
-					close(crashed)
-					return fmt.Errorf("after %s: %w", st, ErrCrashed)
-				}
-				return nil
-			}})
-			a.ReconcileOnce(ctx)
-			if err := e.shard.Primary.Kill(); err != nil {
-				t.Fatal(err)
+		t.Run("crash after "+at, func(t *testing.T) { crashAfter(t, newEnv(t, 2), at) })
+	}
+	// Lease expiry and CAS on NATS KV.
+	t.Run("nats: crash after "+StepPromote, func(t *testing.T) { crashAfter(t, newEnvOnNATS(t, 2), StepPromote) })
+}
+
+func crashAfter(t *testing.T, e *env, at string) {
+	ctx := context.Background()
+	oldP := e.shard.Primary.Addr()
+	keys := writeAcked(t, oldP, "k", 50)
+	set := testSettings("a")
+	set.LeaseTTL = time.Second
+	crashed := make(chan struct{})
+	a := e.worker(set, Hooks{AfterStep: func(_ *Record, st string) error {
+		if st == at {
+			close(crashed)
+			return fmt.Errorf("after %s: %w", st, ErrCrashed)
+		}
+		return nil
+	}})
+	a.ReconcileOnce(ctx)
+	if err := e.shard.Primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	alert := alertEvent(events.AlertPrimaryDown, oldP, 1)
+	if err := a.HandleAlert(ctx, alert); err != nil {
+		t.Fatal(err)
+	}
+	<-crashed
+	if r := e.records(); len(r) != 1 || r[0].State != StateRunning {
+		t.Fatalf("after the crash: %+v", r)
+	}
+	b := e.worker(set, Hooks{})
+	if b.Owner() == a.Owner() {
+		t.Fatal("owners must differ")
+	}
+	// The alert is delivered again to the next worker (it was not acknowledged).
+	if err := b.HandleAlert(ctx, alert); err != nil {
+		t.Fatal(err)
+	}
+	reconcileUntil(t, b, 20*time.Second, "failover finished by the second worker", func() bool {
+		for _, r := range e.records() {
+			if r.State == StateCompleted {
+				return true
 			}
-			alert := alertEvent(events.AlertPrimaryDown, oldP, 1)
-			if err := a.HandleAlert(ctx, alert); err != nil {
-				t.Fatal(err)
-			}
-			<-crashed
-			if r := e.records(); len(r) != 1 || r[0].State != StateRunning {
-				t.Fatalf("after the crash: %+v", r)
-			}
-			b := e.worker(set, Hooks{})
-			if b.Owner() == a.Owner() {
-				t.Fatal("owners must differ")
-			}
-			// The alert is delivered again to the next worker (it was not acknowledged).
-			if err := b.HandleAlert(ctx, alert); err != nil {
-				t.Fatal(err)
-			}
-			reconcileUntil(t, b, 20*time.Second, "failover finished by the second worker", func() bool {
-				for _, r := range e.records() {
-					if r.State == StateCompleted {
-						return true
-					}
-				}
-				return false
-			})
-			recs := e.records()
-			first := recs[0]
-			if at == StepFence {
-				if first.State != StateRolledBack || len(recs) != 2 || recs[1].State != StateCompleted {
-					t.Fatalf("want rolled back then completed: %+v", recs)
-				}
-			} else if len(recs) != 1 || first.State != StateCompleted || first.Step(StepVerify).Worker != b.Owner() {
-				t.Fatalf("want the same failover finished by b: %+v", recs)
-			}
-			sh := e.topo()
-			if sh.Epoch != 2 {
-				t.Fatalf("epoch %d", sh.Epoch)
-			}
-			if ms := masters(t, e); len(ms) != 1 || ms[0] != sh.Primary {
-				t.Fatalf("masters %v, topology primary %s", ms, sh.Primary)
-			}
-			if m := missing(t, sh.Primary, keys); len(m) > 0 {
-				t.Fatalf("%d keys lost", len(m))
-			}
-		})
+		}
+		return false
+	})
+	recs := e.records()
+	first := recs[0]
+	if at == StepFence {
+		if first.State != StateRolledBack || len(recs) != 2 || recs[1].State != StateCompleted {
+			t.Fatalf("want rolled back then completed: %+v", recs)
+		}
+	} else if len(recs) != 1 || first.State != StateCompleted || first.Step(StepVerify).Worker != b.Owner() {
+		t.Fatalf("want the same failover finished by b: %+v", recs)
+	}
+	sh := e.topo()
+	if sh.Epoch != 2 {
+		t.Fatalf("epoch %d", sh.Epoch)
+	}
+	if ms := masters(t, e); len(ms) != 1 || ms[0] != sh.Primary {
+		t.Fatalf("masters %v, topology primary %s", ms, sh.Primary)
+	}
+	if m := missing(t, sh.Primary, keys); len(m) > 0 {
+		t.Fatalf("%d keys lost", len(m))
 	}
 }
 
 // Two lazarus instances get the same alert (each through its own consumer group):
 // exactly one failover; the other decides STALE_ALERT or ALREADY_HANDLED.
 func TestTwoInstancesRacingOnTheSameAlert(t *testing.T) {
-	e := newEnv(t, 2)
+	t.Run("memory", func(t *testing.T) { racing(t, newEnv(t, 2)) })
+	// The same on NATS: JetStream consumer groups, leases and CAS on NATS KV.
+	t.Run("nats", func(t *testing.T) { racing(t, newEnvOnNATS(t, 2)) })
+}
+
+func racing(t *testing.T, e *env) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	oldP := e.shard.Primary.Addr()
@@ -426,7 +434,7 @@ func TestTwoInstancesRacingOnTheSameAlert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.srv.New().Publish(ctx, events.TopicAlerts, stream.Message{Key: shardID, ID: alert.ID, Data: data}); err != nil {
+	if err := e.client().Publish(ctx, events.TopicAlerts, stream.Message{Key: shardID, ID: alert.ID, Data: data}); err != nil {
 		t.Fatal(err)
 	}
 	redistest.WaitFor(t, 20*time.Second, "both instances decided", func() bool {

@@ -10,15 +10,19 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
 	"github.com/heartline/heartline/services/lazarus/internal/redisops"
+	"github.com/heartline/heartline/shared/connect"
 	"github.com/heartline/heartline/shared/events"
+	"github.com/heartline/heartline/shared/kv"
 	"github.com/heartline/heartline/shared/kv/memkv"
 	"github.com/heartline/heartline/shared/logging"
 	"github.com/heartline/heartline/shared/redisinfo"
 	"github.com/heartline/heartline/shared/redistest"
 	"github.com/heartline/heartline/shared/stream"
 	"github.com/heartline/heartline/shared/stream/memstream"
+	"github.com/heartline/heartline/shared/stream/natsstream"
 	"github.com/heartline/heartline/shared/topology"
 )
 
@@ -89,8 +93,9 @@ func (s *syncBuf) String() string {
 
 type env struct {
 	t     *testing.T
-	kv    *memkv.Store
-	srv   *memstream.Server
+	kv    kv.Store
+	// client returns a new connection to the stream (one per simulated process).
+	client func() stream.Backend
 	pub   *recPub
 	shard *redistest.Shard
 	logs  *syncBuf
@@ -100,9 +105,36 @@ type env struct {
 // design requires), seeds it at epoch 1 and stamps the primary.
 func newEnv(t *testing.T, replicas int) *env {
 	t.Helper()
+	srv := memstream.NewServer(memstream.Options{})
+	return newEnvOn(t, replicas, memkv.New(), func() stream.Backend { return srv.New() })
+}
+
+// newEnvOnNATS is newEnv with an embedded NATS server as stream and kv store; every
+// client is a separate connection, as separate processes would have.
+func newEnvOnNATS(t *testing.T, replicas int) *env {
+	t.Helper()
+	emb, err := natsstream.StartEmbedded(natsstream.EmbeddedOptions{StoreDir: t.TempDir(), Port: -1, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	open := func() *connect.Platform {
+		p, err := connect.Open(context.Background(), connect.Config{Stream: emb.ClientURL(), Instance: "test"}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Close() })
+		return p
+	}
+	first := open()
+	return newEnvOn(t, replicas, first.KV, func() stream.Backend { return open().Stream })
+}
+
+func newEnvOn(t *testing.T, replicas int, store kv.Store, client func() stream.Backend) *env {
+	t.Helper()
 	sh := redistest.StartShard(t, "s", replicas, [2]string{"min-replicas-to-write", "1"})
-	e := &env{t: t, kv: memkv.New(), srv: memstream.NewServer(memstream.Options{}), shard: sh, logs: &syncBuf{}}
-	e.pub = &recPub{next: e.srv.New()}
+	e := &env{t: t, kv: store, client: client, shard: sh, logs: &syncBuf{}}
+	e.pub = &recPub{next: e.client()}
 	ts := topology.Shard{ID: shardID, Index: 0, Epoch: 1, Primary: sh.Primary.Addr()}
 	for _, r := range sh.Replicas {
 		ts.Replicas = append(ts.Replicas, r.Addr())
@@ -135,7 +167,7 @@ func testSettings(instance string) Settings {
 
 func (e *env) worker(set Settings, hooks Hooks) *Worker {
 	e.t.Helper()
-	w, err := New(set, Deps{KV: e.kv, Publisher: e.pub, Consumer: e.srv.New(), Log: logging.Test(e.logs).With().Str("instance", set.Instance).Logger(), Hooks: hooks})
+	w, err := New(set, Deps{KV: e.kv, Publisher: e.pub, Consumer: e.client(), Log: logging.Test(e.logs).With().Str("instance", set.Instance).Logger(), Hooks: hooks})
 	if err != nil {
 		e.t.Fatal(err)
 	}
