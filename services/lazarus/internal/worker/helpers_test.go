@@ -92,13 +92,13 @@ func (s *syncBuf) String() string {
 }
 
 type env struct {
-	t     *testing.T
-	kv    kv.Store
+	t  *testing.T
+	kv kv.Store
 	// client returns a new connection to the stream (one per simulated process).
 	client func() stream.Backend
-	pub   *recPub
-	shard *redistest.Shard
-	logs  *syncBuf
+	pub    *recPub
+	shard  *redistest.Shard
+	logs   *syncBuf
 }
 
 // newEnv starts a shard of a primary and n replicas (min-replicas-to-write 1, as the
