@@ -19,6 +19,7 @@ type metrics struct {
 	publishErrs  prometheus.Counter
 	conflicts    prometheus.Counter
 	droppedShard prometheus.Counter
+	stalled      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,8 +50,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Incident writes that lost a compare-and-set to another instance or incarnation; the alerter reloaded and decided again."}),
 		droppedShard: prometheus.NewCounter(prometheus.CounterOpts{Name: "alerter_shards_handed_over_total",
 			Help: "Shards dropped from memory because another instance claimed them."}),
+		stalled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "alerter_input_stalled",
+			Help: "1 while most shards went silent at once (the stream or the consumer stalled); AGENT_LOST is not decided meanwhile."}),
 	}
-	reg.MustRegister(m.heartbeats, m.shards, m.flapping, m.alerts, m.latency, m.delay, m.lag, m.kvErrors,
+	reg.MustRegister(m.stalled, m.heartbeats, m.shards, m.flapping, m.alerts, m.latency, m.delay, m.lag, m.kvErrors,
 		m.publishErrs, m.conflicts, m.droppedShard)
 	for _, r := range []string{"accepted", "duplicate", "out_of_order", "stale", "malformed", "rejected"} {
 		m.heartbeats.WithLabelValues(r)

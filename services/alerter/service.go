@@ -64,6 +64,10 @@ type Service struct {
 
 	ready   atomic.Bool
 	running atomic.Bool
+	// lag is the delay (stream acceptance to handled) of the last handled heartbeat.
+	lag atomic.Int64
+	// stalled: most shards went silent at once; see Tick.
+	stalled atomic.Bool
 }
 
 // entry is one shard's state machine and its kv bookkeeping, guarded by mu.
@@ -78,7 +82,9 @@ type entry struct {
 	dirty   bool // a decision was rolled back: evaluate again at the next chance
 	// gone: dropped from the map (another instance has the shard); a holder of a
 	// stale pointer must look the shard up again.
-	gone  bool
+	gone bool
+	// heard is when (Service.now, unix ns) the shard's last heartbeat was handled.
+	heard atomic.Int64
 	state events.State // as counted in the shards gauge ("" before the first count)
 	// publishedAt is when flush last published an alert (wall clock, for the latency).
 	publishedAt time.Time
@@ -282,13 +288,23 @@ func (s *Service) Handle(ctx context.Context, d stream.Delivery) error {
 	}
 	s.m.heartbeats.WithLabelValues(res.String()).Inc()
 	s.count(e)
+	e.heard.Store(now.UnixNano())
 	if !d.Published.IsZero() {
 		age := time.Since(d.Published)
 		s.m.delay.Observe(age.Seconds())
 		s.m.lag.Set(age.Seconds())
+		s.lag.Store(int64(age))
 	}
 	return nil
 }
+
+// Silence is measured on the alerter's clock, so it is only evidence while this
+// instance keeps up with the stream. Timer decisions are suspended while the last
+// handled heartbeat was older than half of agent-lost-after (the consumer is behind), and
+// while at least massSilenceShards shards and at least half of those tracked went
+// silent together (the stream or this consumer stalled: that is not thousands of lost
+// agents).
+const massSilenceShards = 10
 
 // Tick evaluates every shard on the clock. Run calls it every Config.Tick; tests call
 // it directly.
@@ -299,23 +315,50 @@ func (s *Service) Tick(ctx context.Context) {
 		all = append(all, e)
 	}
 	s.mu.Unlock()
+	now := s.now()
+	lost := s.cfg.Detector.AgentLostAfter
+	tracked, silent := 0, 0
+	for _, e := range all {
+		if h := e.heard.Load(); h != 0 {
+			tracked++
+			if now.Sub(time.Unix(0, h)) >= lost {
+				silent++
+			}
+		}
+	}
+	lagging := time.Duration(s.lag.Load()) > lost/2
+	stalled := tracked >= massSilenceShards && 2*silent >= tracked
+	if stalled != s.stalled.Swap(stalled) {
+		s.m.stalled.Set(map[bool]float64{true: 1}[stalled])
+		if stalled {
+			s.log.Error().Int("silent_shards", silent).Int("tracked_shards", tracked).Dur("silent_for", lost).
+				Msg("no heartbeats from most shards at once: the stream or this alerter's consumer is stalled; not calling their agents lost")
+		} else {
+			s.log.Info().Int("silent_shards", silent).Int("tracked_shards", tracked).Msg("heartbeats flow again")
+		}
+	}
 	for _, e := range all {
 		if ctx.Err() != nil {
 			return
 		}
-		s.tickOne(ctx, e)
+		s.tickOne(ctx, e, lagging || stalled)
 	}
 }
 
-func (s *Service) tickOne(ctx context.Context, e *entry) {
+// tickOne evaluates one shard on the clock; with blind set (silence is no evidence now)
+// it only retries pending publications.
+func (s *Service) tickOne(ctx context.Context, e *entry, blind bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.gone || !e.loaded {
 		return
 	}
-	log := logging.Shard(s.log, e.id)
+	log := func() *zerolog.Logger { l := logging.Shard(s.log, e.id); return &l }
 	if err := s.flush(ctx, e); err != nil {
-		log.Warn().Err(err).Msg("alert still not published; retrying on the next tick")
+		log().Warn().Err(err).Msg("alert still not published; retrying on the next tick")
+		return
+	}
+	if blind {
 		return
 	}
 	now := s.now()
@@ -331,18 +374,18 @@ func (s *Service) tickOne(ctx context.Context, e *entry) {
 	mine, err := s.owns(ctx, e.id, e.m.LastArrival())
 	if err != nil {
 		e.m.Restore(before)
-		log.Warn().Err(err).Msg("timer decision postponed: cannot read the shard's owner")
+		log().Warn().Err(err).Msg("timer decision postponed: cannot read the shard's owner")
 		return
 	}
 	if !mine {
 		e.m.Restore(before)
 		s.drop(e)
-		log.Debug().Msg("shard handed over to another instance; dropped from memory")
+		log().Debug().Msg("shard handed over to another instance; dropped from memory")
 		return
 	}
 	e.dirty = false
 	if err := s.commit(ctx, e, before, ds, now); err != nil {
-		log.Warn().Err(err).Msg("timer decision postponed")
+		log().Warn().Err(err).Msg("timer decision postponed")
 	}
 	s.count(e)
 }
@@ -533,6 +576,10 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.ready.Load() {
 			http.Error(w, "not ready: loading incidents or not consuming heartbeats", http.StatusServiceUnavailable)
+			return
+		}
+		if s.stalled.Load() {
+			http.Error(w, "not ready: no heartbeats from most shards at once (stream or consumer stalled)", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))

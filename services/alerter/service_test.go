@@ -526,3 +526,86 @@ func TestNewRefusesMissingDependencies(t *testing.T) {
 		t.Fatalf("New without dependencies: %v", err)
 	}
 }
+
+// TestMassSilenceIsNotAgentLoss: when most shards go silent at once, the stream or the
+// alerter's consumer stalled: no AGENT_LOST for them, /readyz says so. A single shard
+// silent among reporting ones is AGENT_LOST.
+func TestMassSilenceIsNotAgentLoss(t *testing.T) {
+	srv := memstream.NewServer(memstream.Options{Partitions: 2, LeaseTTL: time.Second})
+	clock := &fakeClock{t: t0}
+	reader := readAlerts(t, srv)
+	pub := srv.New()
+	defer pub.Close()
+	svc := startService(t, srv, memkv.New(), svcOpts{clock: clock.Now})
+	ctx := context.Background()
+	feed := func(from, to int, seq uint64) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if err := svc.Handle(ctx, delivery(t, hb(fmt.Sprintf("s%d", i), "a", seq, true, clock.Now()))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	feed(0, 12, 1)
+	clock.Add(5 * time.Second)
+	svc.Tick(ctx)
+	for i := 0; i < 12; i++ {
+		if got := reader.sync(t, pub, fmt.Sprintf("s%d", i)); len(got) != 0 {
+			t.Fatalf("s%d: %v while every shard went silent at once", i, summary(got))
+		}
+	}
+	if testutil.ToFloat64(svc.m.stalled) != 1 || !strings.Contains(svc.logs.String(), "stalled") {
+		t.Error("the stall is neither in the metric nor in the log")
+	}
+	svc.ready.Store(true)
+	rec := httptest.NewRecorder()
+	svc.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz during the stall: %d", rec.Code)
+	}
+	// Heartbeats flow again for all but s11, which stays silent.
+	for step := uint64(2); step < 20; step++ {
+		clock.Add(250 * time.Millisecond)
+		feed(0, 11, step)
+		svc.Tick(ctx)
+	}
+	if got := summary(reader.sync(t, pub, "s11")); !slices.Equal(got, []string{"alert.opened AGENT_LOST #1"}) {
+		t.Errorf("s11: %v", got)
+	}
+	if got := reader.sync(t, pub, "s3"); len(got) != 0 {
+		t.Errorf("s3: %v", summary(got))
+	}
+	if testutil.ToFloat64(svc.m.stalled) != 0 {
+		t.Error("still stalled")
+	}
+}
+
+// TestLaggingConsumerDecidesNoSilence: while the alerter handles heartbeats that the
+// stream accepted long ago (a backlog), silence measured on its clock is no evidence.
+func TestLaggingConsumerDecidesNoSilence(t *testing.T) {
+	srv := memstream.NewServer(memstream.Options{Partitions: 2, LeaseTTL: time.Second})
+	clock := &fakeClock{t: t0}
+	reader := readAlerts(t, srv)
+	pub := srv.New()
+	defer pub.Close()
+	svc := startService(t, srv, memkv.New(), svcOpts{clock: clock.Now})
+	ctx := context.Background()
+	d := delivery(t, hb("shard-1", "a", 1, true, t0))
+	d.Published = time.Now().Add(-10 * time.Second) // handled 10 s after the stream took it
+	if err := svc.Handle(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(5 * time.Second)
+	svc.Tick(ctx)
+	if got := reader.sync(t, pub, "shard-1"); len(got) != 0 {
+		t.Fatalf("alerts while the consumer lags: %v", summary(got))
+	}
+	d = delivery(t, hb("shard-2", "a", 1, true, clock.Now())) // caught up
+	if err := svc.Handle(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	svc.Tick(ctx)
+	if got := summary(reader.sync(t, pub, "shard-1")); !slices.Equal(got, []string{"alert.opened AGENT_LOST #1"}) {
+		t.Fatalf("shard-1 after catching up: %v", got)
+	}
+}
