@@ -411,4 +411,3 @@ func BenchmarkSustained10kShards(b *testing.B) {
 		}
 	})
 }
-
