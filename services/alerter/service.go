@@ -162,7 +162,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	s.running.Store(true)
 	s.ready.Store(true)
-	s.log.Info().Str("group", s.cfg.Group).Str("instance", s.instance).Msg("alerter consuming heartbeats")
+	s.log.Info().Str("group", s.cfg.Group).Msg("alerter consuming heartbeats")
 	err := s.consumer.Consume(ctx, stream.Subscription{Topic: events.TopicHeartbeats, Group: s.cfg.Group,
 		Instance: s.instance, Start: s.start}, s.Handle)
 	s.ready.Store(false)
