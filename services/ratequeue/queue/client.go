@@ -81,7 +81,8 @@ type Config struct {
 	Ack AckMode
 	// WaitTimeout is WAIT's timeout with AckReplica (default 1 s).
 	WaitTimeout time.Duration
-	// AttemptTimeout bounds one attempt (default WaitTimeout + 1 s).
+	// AttemptTimeout bounds one attempt (default WaitTimeout + 1 s). No new attempt
+	// starts in the last quarter of it before a call's deadline.
 	AttemptTimeout time.Duration
 	// OpTimeout bounds a call with its retries when ctx has no earlier deadline
 	// (default 10 s).
@@ -532,6 +533,11 @@ func (c *Client) run(ctx context.Context, op, queue string, maxAttempts int,
 			return topology.Shard{}, &Error{Op: op, Queue: queue, Category: CategoryUnavailable, Attempts: n, Err: err}
 		}
 		shardID = sh.ID
+		if dl, ok := ctx.Deadline(); ok && n > 1 && time.Until(dl) < c.cfg.AttemptTimeout/4 {
+			// Too little time left for an attempt to finish: starting one would only
+			// turn a definite failure into an unknown outcome.
+			return topology.Shard{}, c.final(parent, fail, maybeApplied, n-1)
+		}
 		if seen := c.seenEpoch(sh.ID); sh.Epoch < seen {
 			// A node told us of a newer epoch than our topology has: never write
 			// with the old one; wait for the topology to catch up.
