@@ -56,6 +56,19 @@ func TestFailoverUnderLoadLosesNothing(t *testing.T) {
 	if !r.Valid || r.Lost != 0 || r.Unexpected != 0 || !r.Drained || r.RateViolations != 0 {
 		t.Fatalf("after a failover: %+v", r)
 	}
+	// The longest gap between acknowledged enqueues on the failed-over shard: how long
+	// writes to it stalled (the manual promotion here includes a full resync of the
+	// old primary, so this is not lazarus's figure).
+	var last, gap int64
+	for _, e := range evs {
+		if e.Type == history.TypeEnqueue && e.Status == history.StatusOK && e.Shard == "shard-0" {
+			if last > 0 && e.CompleteUS-last > gap {
+				gap = e.CompleteUS - last
+			}
+			last = max(last, e.CompleteUS)
+		}
+	}
+	t.Logf("longest stall of acknowledged enqueues on shard-0: %.0f ms", float64(gap)/1000)
 	after := 0
 	for _, e := range evs {
 		if e.Type == history.TypeEnqueue && e.Status == history.StatusOK && e.Shard == "shard-0" && e.Epoch == next.Epoch {
