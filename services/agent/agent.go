@@ -68,8 +68,9 @@ type Agent struct {
 	primCli *nodeClient   // client of st.primary, guarded by mu
 	watchCh chan struct{} // closed when st.primary changes, guarded by mu
 
-	seq       uint64       // probe loop only
-	lastCycle atomic.Int64 // unix nanoseconds of the end of the last probe cycle
+	seq       uint64        // probe loop only
+	beats     atomic.Uint64 // heartbeats queued (seq, readable from any goroutine)
+	lastCycle atomic.Int64  // unix nanoseconds of the end of the last probe cycle
 	running   atomic.Bool
 }
 

@@ -541,3 +541,27 @@ func TestAdoptsParkedReplicaAndUnparks(t *testing.T) {
 		t.Fatalf("sync_full %d -> %d, keys %d", before.full, after.full, rep.Info().Keys)
 	}
 }
+
+// A replica that restarts empty and full-syncs from its healthy primary is not parked:
+// it has nothing to protect, and parking it would keep it from syncing for good.
+func TestReplicaRestartIsNotFrozen(t *testing.T) {
+	s := redistest.StartShard(t, "represtart", 1, [2]string{"repl-diskless-sync-delay", "1"})
+	rep := s.Replicas[0]
+	fill(t, s, 40)
+	h := startAgent(t, testConfig("shard-1", rep.Addr(), s.Primary.Addr()), nil)
+	i := h.waitHealthy()
+	if err := rep.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := rep.Restart(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	h.waitBeat(20*time.Second, i, "replica back and synced", func(b beat) bool {
+		return b.hb.Replica.Reachable && b.hb.Replica.LinkUp && b.hb.Replica.Keys == 40
+	})
+	if h.freezes() != 0 || rep.Info().Parked() {
+		t.Fatalf("a restarted replica was parked: %v", parkReasons(h))
+	}
+}

@@ -15,6 +15,9 @@ var (
 	ErrNamedPrimary = errors.New("the topology names this node as primary")
 	// ErrFreezeDisabled: freezing is turned off (-freeze=false).
 	ErrFreezeDisabled = errors.New("freezing is disabled")
+	// ErrNothingToProtect: the replica holds no keys, so parking it would protect
+	// nothing and only keep it from syncing.
+	ErrNothingToProtect = errors.New("the replica holds no data")
 	// ErrAlreadyParked: the replica is already parked.
 	ErrAlreadyParked = errors.New("replica already parked")
 	// ErrBadDesired: the declared desired configuration cannot be parsed.

@@ -72,6 +72,9 @@ func (a *Agent) park(ctx context.Context, reason, detail string) error {
 	if info.Role != "slave" || !a.addrs.same(info.MasterAddr(), prim) {
 		return fmt.Errorf("not parking: %w: role %s, follows %q, guarded primary %s", ErrNotFollowing, info.Role, info.MasterAddr(), prim)
 	}
+	if info.Keys == 0 {
+		return fmt.Errorf("not parking: %w", ErrNothingToProtect)
+	}
 	t0 := time.Now()
 	if err := c.SlaveOf(ctx, redisinfo.ParkHost, fmt.Sprint(redisinfo.ParkPort)).Err(); err != nil {
 		a.replica.failed(c, err)
@@ -199,6 +202,8 @@ func (a *Agent) logParkErr(err error, reason string) {
 	switch {
 	case errors.Is(err, ErrAlreadyParked), errors.Is(err, ErrFreezeDisabled):
 		return
+	case errors.Is(err, ErrNothingToProtect):
+		ev = a.log.Debug()
 	case errors.Is(err, ErrNotFollowing), errors.Is(err, ErrNamedPrimary), errors.Is(err, ErrNoPrimary):
 		ev = a.log.Info()
 	default:

@@ -211,6 +211,12 @@ func (a *Agent) decide(ctx context.Context, started time.Time, rp replicaResult,
 	selfPrimary := a.addrs.same(st.primary, a.cfg.Replica)
 	follows := rp.ok && rep.Role == "slave" && !rep.Parked() && a.addrs.same(rep.MasterAddr(), st.primary)
 	if rp.ok {
+		if st.repOK && rep.RunID != st.rep.RunID {
+			// The replica itself restarted: what was seen of its link is history.
+			st.linkSeenUp, st.linkedReplID = false, ""
+			a.log.Warn().Str("previous_run_id", st.rep.RunID).Str("run_id", rep.RunID).Int64("keys", rep.Keys).
+				Msg("replica restarted (run id changed)")
+		}
 		st.rep, st.repOK = rep, true
 		// What Redis says about parking wins, unless a park or unpark of ours happened
 		// after this INFO was read.
@@ -265,7 +271,7 @@ func (a *Agent) decide(ctx context.Context, started time.Time, rp replicaResult,
 	// Park: the replica's link to the guarded primary is down, and the primary is not
 	// verifiably the same healthy incarnation it can partially resync from; or the
 	// primary regressed (a resync would wipe the replica).
-	if a.cfg.Freeze && !st.frozen && !st.named && !selfPrimary && follows && !rep.LinkUp {
+	if a.cfg.Freeze && !st.frozen && !st.named && !selfPrimary && follows && !rep.LinkUp && rep.Keys > 0 {
 		healthy := pp.ok && pp.infoOK && sameIncarnation && !restarted && canContinue(pp.info, rep)
 		switch {
 		case regressed:
@@ -452,6 +458,7 @@ func (a *Agent) noteFlags(prev, cur map[events.Flag]bool, drift []events.ConfigD
 // emit queues the heartbeat of a probe cycle.
 func (a *Agent) emit(started time.Time, hb *events.Heartbeat) {
 	a.seq++
+	a.beats.Store(a.seq)
 	hb.Seq = a.seq
 	e := events.New(events.KindHeartbeat, a.src, a.cfg.Shard, hb)
 	e.Time = started.UTC()
