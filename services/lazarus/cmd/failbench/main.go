@@ -26,17 +26,19 @@ import (
 
 // Config is the benchmark's configuration.
 type Config struct {
-	Runs        int
-	Replicas    int
-	Period      time.Duration
-	Pipeline    bool
-	Ratequeue   string
-	Agent       string
-	Alerter     string
-	WorkDir     string
-	EnqueueRate float64
-	Out         string
-	LogLevel    string
+	Runs         int
+	Replicas     int
+	Period       time.Duration
+	Pipeline     bool
+	Ratequeue    string
+	Agent        string
+	Alerter      string
+	WorkDir      string
+	EnqueueRate  float64
+	Out          string
+	LogLevel     string
+	SentinelRuns int
+	DownAfter    time.Duration
 }
 
 // Validate reports every problem.
@@ -46,6 +48,8 @@ func (c Config) Validate() error {
 	p.Check(c.Replicas < 1, "-replicas must be at least 1")
 	p.Check(c.Period < 3*time.Second, "-period must be at least 3s (a failover, a rejoin and a settled load)")
 	p.Check(c.EnqueueRate <= 0, "-enqueue-rate must be positive")
+	p.Check(c.SentinelRuns < 0, "-sentinel-runs must be >= 0")
+	p.Positive("-sentinel-down-after", c.DownAfter)
 	return p.Err()
 }
 
@@ -77,6 +81,8 @@ func run() error {
 	l.Float(&c.EnqueueRate, "enqueue-rate", 200, "ratequeue load enqueues per second")
 	l.String(&c.Out, "out", "", "also write the table to this file")
 	l.String(&c.LogLevel, "log-level", "warn", "lazarus's log level (logs go to stderr)")
+	l.Int(&c.SentinelRuns, "sentinel-runs", 5, "also measure Redis Sentinel this many times in the same run, for the ratio (0: skip)")
+	l.Duration(&c.DownAfter, "sentinel-down-after", time.Second, "Sentinel's down-after-milliseconds")
 	if err := l.Parse(os.Args[1:], os.Getenv); err != nil {
 		return err
 	}
@@ -113,6 +119,15 @@ func run() error {
 		RatequeueBin: c.Ratequeue, AgentBin: c.Agent, AlerterBin: c.Alerter, EnqueueRate: c.EnqueueRate, WorkDir: c.WorkDir,
 		Log: log, Progress: os.Stderr})
 	table := res.Table()
+	if err == nil && c.SentinelRuns > 0 {
+		fmt.Fprintln(os.Stderr, "measuring Redis Sentinel for comparison...")
+		sres, serr := failbench.Sentinel(ctx, failbench.SentinelOptions{Runs: c.SentinelRuns, Replicas: c.Replicas, DownAfter: c.DownAfter, WorkDir: c.WorkDir})
+		if serr != nil {
+			fmt.Fprintln(os.Stderr, "sentinel comparison failed:", serr)
+		} else {
+			table += "\n" + failbench.Compare(res, sres, c.DownAfter)
+		}
+	}
 	fmt.Print(table)
 	if c.Out != "" {
 		if werr := os.WriteFile(c.Out, []byte(table), 0o644); werr != nil && err == nil {
