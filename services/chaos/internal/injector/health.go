@@ -44,11 +44,19 @@ type ShardHealth struct {
 // IncidentKey is the alerter's kv key of a shard's open incident.
 func IncidentKey(shard string) string { return kv.Key("alerter", "incident", shard) }
 
-// Check implements Health.
+// Check implements Health: no open alert, and not degraded.
 func (h ShardHealth) Check(ctx context.Context, shard string) error {
 	if err := h.OpenAlert(ctx, shard); err != nil {
 		return err
 	}
+	return h.Degraded(ctx, shard)
+}
+
+// Degraded returns an error wrapping ErrDegraded when the shard is not in its normal
+// state: the topology lacks a primary, an epoch or a replica; failover automation is
+// paused; the primary does not answer as a primary; a replica is down, parked,
+// replicating from elsewhere, syncing or lagging.
+func (h ShardHealth) Degraded(ctx context.Context, shard string) error {
 	sh, _, err := topology.Store{KV: h.KV}.Get(ctx, shard)
 	if err != nil {
 		return fmt.Errorf("%w: %s: topology: %v", ErrDegraded, shard, err)

@@ -136,9 +136,11 @@ type Injector struct {
 	log      zerolog.Logger
 	m        *Metrics
 
-	mu      sync.Mutex
-	active  map[string]*Attack
-	halting bool
+	mu       sync.Mutex
+	active   map[string]*Attack
+	finished map[string]*Attack // recently finished, for Lookup
+	order    []string
+	halting  bool
 }
 
 // New returns an injector. health may be nil (no shard checks: tests only); kvs may be
@@ -156,7 +158,7 @@ func New(cfg Config, deps fault.Deps, resolver target.Resolver, health Health, p
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	in := &Injector{cfg: cfg, deps: deps, health: health, pub: pub, kv: kvs, log: log, m: m, active: map[string]*Attack{}}
+	in := &Injector{cfg: cfg, deps: deps, health: health, pub: pub, kv: kvs, log: log, m: m, active: map[string]*Attack{}, finished: map[string]*Attack{}}
 	in.resolver = resolver
 	if in.resolver.Eligible == nil {
 		in.resolver.Eligible = in.eligible
@@ -466,6 +468,12 @@ func (in *Injector) recover(ctx context.Context, a *Attack, final State) error {
 	if a.State == StateActive {
 		a.State = final
 	}
+	in.finished[a.ID] = a
+	in.order = append(in.order, a.ID)
+	if len(in.order) > 1000 {
+		delete(in.finished, in.order[0])
+		in.order = in.order[1:]
+	}
 	if len(stats) > 0 {
 		a.Stats = stats
 	}
@@ -578,6 +586,19 @@ func (in *Injector) Get(id string) (Attack, bool) {
 		return Attack{}, false
 	}
 	return a.snapshot(), true
+}
+
+// Lookup returns an active or recently finished attack.
+func (in *Injector) Lookup(id string) (Attack, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if a, ok := in.active[id]; ok {
+		return a.snapshot(), true
+	}
+	if a, ok := in.finished[id]; ok {
+		return a.snapshot(), true
+	}
+	return Attack{}, false
 }
 
 func (in *Injector) forget(a *Attack) {

@@ -439,3 +439,29 @@ func (d *Driver) SetRestart(t target.Target, o driver.KillOptions) error {
 	}
 	return nil
 }
+
+// StartAll starts every registered process that is down and resumes every paused one
+// (the start_stopped rollback). The supervisor's holds are lifted.
+func (d *Driver) StartAll(ctx context.Context) error {
+	d.mu.Lock()
+	list := make([]target.Target, 0, len(d.procs))
+	for _, e := range d.procs {
+		list = append(list, e.t)
+	}
+	d.mu.Unlock()
+	var errs []error
+	for _, t := range list {
+		e, err := d.get(t)
+		if err != nil {
+			continue
+		}
+		if _, bare := e.p.(*PID); bare && !e.p.Running() {
+			errs = append(errs, fmt.Errorf("%s (pid only) is down and cannot be started here", t))
+			continue
+		}
+		if err := d.EnsureRunning(ctx, t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
