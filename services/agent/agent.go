@@ -111,6 +111,7 @@ type state struct {
 	flags       map[events.Flag]bool // the last heartbeat's flags
 	noPrimaryAt time.Time            // when ErrNoPrimary was last logged
 	unknownLog  bool                 // unknown shard in the topology logged
+	overridden  string               // the topology's primary when -primary overrides it (logged once)
 }
 
 type parkInfo struct {
@@ -259,6 +260,11 @@ func (a *Agent) resolvePrimary() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.cfg.Primary != "" {
+		if addr != "" && !a.addrs.same(addr, a.cfg.Primary) && a.st.overridden != addr {
+			a.log.Warn().Str("topology_primary", addr).Str("primary_flag", a.cfg.Primary).Uint64(logging.FieldEpoch, epoch).
+				Msg("the topology names another primary than -primary; guarding -primary as configured")
+		}
+		a.st.overridden = addr
 		addr, source = a.cfg.Primary, "flag"
 	} else if addr == "" {
 		addr, source = a.st.masterAddr, "replica"

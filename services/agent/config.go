@@ -67,7 +67,7 @@ func (c *Config) Register(l *config.Loader) {
 	d := DefaultConfig()
 	l.String(&c.Shard, "shard", "", "id of the shard the replica belongs to (required)")
 	l.String(&c.Replica, "replica", "", "host:port of the replica this agent runs beside (required)")
-	l.String(&c.Primary, "primary", "", "host:port of the shard's primary (default: the topology's primary, else the primary the replica follows)")
+	l.String(&c.Primary, "primary", "", "host:port of the shard's primary; when set it wins over the topology, so leave it empty where lazarus fails over (default: the topology's primary, else the primary the replica follows)")
 	l.Duration(&c.Interval, "interval", d.Interval, "time between probes")
 	l.Duration(&c.ProbeTimeout, "probe-timeout", d.ProbeTimeout, "timeout of each probe of the replica and of the primary (below interval)")
 	l.Duration(&c.UnfreezeAfter, "unfreeze-after", d.UnfreezeAfter, "how long a partial resync must look certain before the agent unparks the replica it froze")
