@@ -33,6 +33,7 @@
 package checker
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -125,80 +126,127 @@ type msg struct {
 	firstInvoke int64
 	ackedAt     int64 // complete_us of the first ok attempt; 0 if none
 	ok, unknown bool
-	deliveries  []history.Event
+	deliveries  []delivery
 	ackOKLine   int // line of the first ok ack
 }
 
-// Check runs the check over a history's events (as read by history.ReadAll).
-func Check(events []history.Event, opt Options) Report {
+// delivery is what the check keeps of a deliver record.
+type delivery struct {
+	id       string
+	queue    string
+	serverUS int64
+	interval int64
+	line     int
+	corrupt  bool
+}
+
+// Checker accumulates a history one event at a time (so that a long history is never
+// held in memory as a whole) and reports at the end.
+type Checker struct {
+	opt     Options
+	r       Report
+	msgs    map[string]*msg
+	order   []string
+	byQueue map[string][]delivery
+}
+
+// New returns an empty checker.
+func New(opt Options) *Checker {
 	if opt.MaxListed <= 0 {
 		opt.MaxListed = 20
 	}
 	if opt.RateTolerance < 0 {
 		opt.RateTolerance = 0
 	}
-	r := Report{RateTolerance: opt.RateTolerance.String()}
-	msgs := map[string]*msg{}
-	get := func(id string) *msg {
-		m := msgs[id]
-		if m == nil {
-			m = &msg{}
-			msgs[id] = m
-		}
-		return m
+	return &Checker{opt: opt, r: Report{RateTolerance: opt.RateTolerance.String()}, msgs: map[string]*msg{}, byQueue: map[string][]delivery{}}
+}
+
+func (c *Checker) get(id string) *msg {
+	m := c.msgs[id]
+	if m == nil {
+		m = &msg{}
+		c.msgs[id] = m
+		c.order = append(c.order, id)
 	}
-	var order []string // ids in first-seen order, for stable listings
-	seen := map[string]bool{}
-	note := func(id string) {
-		if !seen[id] {
-			seen[id] = true
-			order = append(order, id)
+	return m
+}
+
+// Add takes one event (in file order).
+func (c *Checker) Add(e history.Event) {
+	r := &c.r
+	switch e.Type {
+	case history.TypeHeader:
+		r.Run = e.Run
+	case history.TypeEnd:
+		r.Drained = e.Drained
+	case history.TypeEnqueue:
+		r.EnqueueAttempts++
+		m := c.get(e.ID)
+		if !m.attempted || e.InvokeUS < m.firstInvoke {
+			m.firstInvoke = e.InvokeUS
+		}
+		if !m.attempted {
+			m.queue = e.Queue
+		}
+		m.attempted = true
+		switch e.Status {
+		case history.StatusOK:
+			if !m.ok || e.CompleteUS < m.ackedAt {
+				m.ackedAt = e.CompleteUS
+			}
+			m.ok = true
+		case history.StatusUnknown:
+			m.unknown = true
+		}
+	case history.TypeDeliver:
+		r.Deliveries++
+		m := c.get(e.ID)
+		d := delivery{id: e.ID, queue: e.Queue, serverUS: e.ServerUS, interval: e.IntervalUS, line: e.Line,
+			corrupt: e.BodyOK != nil && !*e.BodyOK}
+		m.deliveries = append(m.deliveries, d)
+		c.byQueue[e.Queue] = append(c.byQueue[e.Queue], d)
+	case history.TypeAck:
+		r.Acks++
+		if e.Status == history.StatusOK {
+			r.AcksOK++
+			m := c.get(e.ID)
+			if m.ackOKLine == 0 {
+				m.ackOKLine = e.Line
+			}
 		}
 	}
-	byQueue := map[string][]history.Event{}
+}
+
+// CheckReader checks a history stream without holding it in memory.
+func CheckReader(rd io.Reader, opt Options) (Report, error) {
+	c := New(opt)
+	hr := history.NewReader(rd)
+	for {
+		e, err := hr.Next()
+		if errors.Is(err, io.EOF) {
+			return c.Report(), nil
+		}
+		if err != nil {
+			return Report{}, err
+		}
+		c.Add(e)
+	}
+}
+
+// Check runs the check over a history's events (as read by history.ReadAll).
+func Check(events []history.Event, opt Options) Report {
+	c := New(opt)
 	for _, e := range events {
-		switch e.Type {
-		case history.TypeHeader:
-			r.Run = e.Run
-		case history.TypeEnd:
-			r.Drained = e.Drained
-		case history.TypeEnqueue:
-			r.EnqueueAttempts++
-			note(e.ID)
-			m := get(e.ID)
-			if !m.attempted || e.InvokeUS < m.firstInvoke {
-				m.firstInvoke = e.InvokeUS
-			}
-			if !m.attempted {
-				m.queue = e.Queue
-			}
-			m.attempted = true
-			switch e.Status {
-			case history.StatusOK:
-				if !m.ok || e.CompleteUS < m.ackedAt {
-					m.ackedAt = e.CompleteUS
-				}
-				m.ok = true
-			case history.StatusUnknown:
-				m.unknown = true
-			}
-		case history.TypeDeliver:
-			r.Deliveries++
-			note(e.ID)
-			m := get(e.ID)
-			m.deliveries = append(m.deliveries, e)
-			byQueue[e.Queue] = append(byQueue[e.Queue], e)
-		case history.TypeAck:
-			r.Acks++
-			if e.Status == history.StatusOK {
-				r.AcksOK++
-				m := get(e.ID)
-				if m.ackOKLine == 0 {
-					m.ackOKLine = e.Line
-				}
-			}
-		}
+		c.Add(e)
 	}
+	return c.Report()
+}
+
+// Report finishes the check.
+func (c *Checker) Report() Report {
+	r := c.r
+	opt := c.opt
+	msgs, order, byQueue := c.msgs, c.order, c.byQueue
 	list := func(dst *[]string, id string) {
 		if len(*dst) < opt.MaxListed {
 			*dst = append(*dst, id)
@@ -242,7 +290,7 @@ func Check(events []history.Event, opt Options) Report {
 			list(&r.UnexpectedIDs, id)
 		} else if delivered {
 			for _, d := range m.deliveries {
-				if d.Queue != m.queue {
+				if d.queue != m.queue {
 					r.Unexpected++
 					list(&r.UnexpectedIDs, id)
 					break
@@ -251,9 +299,7 @@ func Check(events []history.Event, opt Options) Report {
 		}
 		corrupt := false
 		for _, d := range m.deliveries {
-			if d.BodyOK != nil && !*d.BodyOK {
-				corrupt = true
-			}
+			corrupt = corrupt || d.corrupt
 		}
 		if corrupt {
 			r.Corrupt++
@@ -261,7 +307,7 @@ func Check(events []history.Event, opt Options) Report {
 		}
 		if m.ackOKLine > 0 {
 			for _, d := range m.deliveries {
-				if d.Line > m.ackOKLine {
+				if d.line > m.ackOKLine {
 					r.DuplicatedAfterAck++
 					list(&r.DuplicatedIDs, id)
 					break
@@ -277,7 +323,7 @@ func Check(events []history.Event, opt Options) Report {
 	r.Queues = len(queues)
 	for _, q := range queues {
 		ds := byQueue[q]
-		sort.SliceStable(ds, func(i, j int) bool { return ds[i].ServerUS < ds[j].ServerUS })
+		sort.SliceStable(ds, func(i, j int) bool { return ds[i].serverUS < ds[j].serverUS })
 		checkOrder(&r, q, ds, msgs, opt)
 		checkRate(&r, q, ds, opt)
 	}
@@ -296,7 +342,7 @@ func excess(v RateViolation) int64 { return v.RequiredUS - v.WindowUS }
 // checkOrder: first deliveries of acknowledged messages, in server-time order; a
 // message is reordered when a later-delivered message was acknowledged before it was
 // first invoked.
-func checkOrder(r *Report, q string, ds []history.Event, msgs map[string]*msg, opt Options) {
+func checkOrder(r *Report, q string, ds []delivery, msgs map[string]*msg, opt Options) {
 	type first struct {
 		id      string
 		server  int64
@@ -306,12 +352,12 @@ func checkOrder(r *Report, q string, ds []history.Event, msgs map[string]*msg, o
 	var fs []first
 	done := map[string]bool{}
 	for _, d := range ds {
-		m := msgs[d.ID]
-		if done[d.ID] || m == nil || !m.ok || m.queue != q {
+		m := msgs[d.id]
+		if done[d.id] || m == nil || !m.ok || m.queue != q {
 			continue
 		}
-		done[d.ID] = true
-		fs = append(fs, first{id: d.ID, server: d.ServerUS, invoke: m.firstInvoke, ackedAt: m.ackedAt})
+		done[d.id] = true
+		fs = append(fs, first{id: d.id, server: d.serverUS, invoke: m.firstInvoke, ackedAt: m.ackedAt})
 	}
 	// suffix minimum of ackedAt
 	minIdx := -1
@@ -331,26 +377,28 @@ func checkOrder(r *Report, q string, ds []history.Event, msgs map[string]*msg, o
 
 // checkRate finds deliveries j with ts[j]-ts[i] < sum(iv[i..j-1]) - tol for some i<j:
 // with x_k = ts[k] - S_k (S_k the prefix sum of intervals), that is x_j < max x_i - tol.
-func checkRate(r *Report, q string, ds []history.Event, opt Options) {
+func checkRate(r *Report, q string, ds []delivery, opt Options) {
 	tol := opt.RateTolerance.Microseconds()
 	var s int64
 	best := -1
 	var bestX, bestS int64
 	for j, d := range ds {
-		x := d.ServerUS - s
+		x := d.serverUS - s
 		if best >= 0 && x < bestX-tol {
 			r.RateViolations++
-			v := RateViolation{Queue: q, Deliveries: j - best + 1, FromUS: ds[best].ServerUS, ToUS: d.ServerUS,
-				WindowUS: d.ServerUS - ds[best].ServerUS, RequiredUS: s - bestS, FirstID: ds[best].ID, LastID: d.ID}
-			if d.IntervalUS > 0 {
-				v.Rate = 1e6 / float64(d.IntervalUS)
+			v := RateViolation{Queue: q, Deliveries: j - best + 1, FromUS: ds[best].serverUS, ToUS: d.serverUS,
+				WindowUS: d.serverUS - ds[best].serverUS, RequiredUS: s - bestS, FirstID: ds[best].id, LastID: d.id}
+			if d.interval > 0 {
+				v.Rate = 1e6 / float64(d.interval)
 			}
-			r.RateWorst = append(r.RateWorst, v)
+			if len(r.RateWorst) < 100*opt.MaxListed {
+				r.RateWorst = append(r.RateWorst, v)
+			}
 		}
 		if best < 0 || x > bestX {
 			best, bestX, bestS = j, x, s
 		}
-		s += d.IntervalUS
+		s += d.interval
 	}
 }
 

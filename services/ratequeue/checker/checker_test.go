@@ -2,6 +2,7 @@ package checker
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,31 @@ func TestCorruptAndUndrained(t *testing.T) {
 	r.WriteTable(&buf)
 	if !strings.Contains(buf.String(), "INVALID") {
 		t.Fatal(buf.String())
+	}
+}
+
+func TestCheckReaderStreamsTheSameReport(t *testing.T) {
+	x := newH().enq("q", "a", "ok", 1, 2).enq("q", "b", "ok", 3, 4).del("q", "b", 100, 50).del("q", "a", 120, 50).
+		ack("q", "a").enq("q", "c", "unknown", 5, 6).del("q", "ghost", 300, 0).end()
+	var buf bytes.Buffer
+	w := history.NewWriter(&buf)
+	for _, e := range x.evs {
+		if err := w.Write(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := CheckReader(&buf, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Check(x.evs, Options{})
+	if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) || got.Reordered != 1 || got.RateViolations != 1 || got.Unexpected != 1 {
+		t.Fatalf("stream %+v\nslice %+v", got, want)
+	}
+	if _, err := CheckReader(strings.NewReader("{}\n"), Options{}); err == nil {
+		t.Fatal("a malformed stream was accepted")
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/heartline/heartline/services/ratequeue/checker"
-	"github.com/heartline/heartline/services/ratequeue/history"
 	"github.com/heartline/heartline/shared/config"
 )
 
@@ -63,11 +62,15 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := cfg.Validate(); err != nil {
 		return usageErr(err)
 	}
-	events, err := history.ReadFile(cfg.History)
+	f, err := os.Open(cfg.History)
 	if err != nil {
 		return &exitError{code: 3, err: fmt.Errorf("not checking %s: %w", cfg.History, err)}
 	}
-	rep := checker.Check(events, checker.Options{RateTolerance: cfg.RateTolerance, MaxListed: cfg.MaxListed, FailOn: cfg.FailOn})
+	defer f.Close()
+	rep, err := checker.CheckReader(f, checker.Options{RateTolerance: cfg.RateTolerance, MaxListed: cfg.MaxListed, FailOn: cfg.FailOn})
+	if err != nil {
+		return &exitError{code: 3, err: fmt.Errorf("not checking %s: %w", cfg.History, err)}
+	}
 	rep.WriteTable(stdout)
 	if cfg.JSON != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
