@@ -285,7 +285,7 @@ func (c *Client) newNode(addr string) *node {
 		WriteTimeout:          time.Second,
 		ContextTimeoutEnabled: true,
 		PoolSize:              c.cfg.PoolSize,
-		PoolTimeout:           c.cfg.AttemptTimeout,
+		PoolTimeout:           min(c.cfg.AttemptTimeout, 500*time.Millisecond),
 		PipelinePoolSize:      -1,
 	})
 	n := &node{addr: addr, rdb: rdb, born: time.Now(), stop: make(chan struct{}), dead: make(chan struct{})}
