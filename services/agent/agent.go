@@ -89,6 +89,7 @@ type state struct {
 	offset       int64  // last replication offset seen
 	linkSeenUp   bool   // the replica's link to this primary was seen up since the last park
 	linkedReplID string // the replica's replication id when its link was last seen up
+	primaryFails int    // consecutive failed probes of the primary
 
 	// The replica.
 	rep        redisinfo.Node // last INFO read
@@ -280,7 +281,7 @@ func (a *Agent) resolvePrimary() {
 	a.log.Info().Str("primary", addr).Str("previous", a.st.primary).Str("source", source).Bool("named_primary", named).
 		Msg("guarding primary")
 	a.st.primary, a.st.source = addr, source
-	a.st.runID, a.st.replID, a.st.offset = "", "", 0
+	a.st.runID, a.st.replID, a.st.offset, a.st.primaryFails = "", "", 0, 0
 	a.st.linkSeenUp, a.st.linkedReplID = false, ""
 	a.st.healthySince, a.st.leftAlone = time.Time{}, ""
 	a.st.primaryDrift, a.st.driftDueP = nil, true

@@ -242,6 +242,14 @@ func (a *Agent) decide(ctx context.Context, started time.Time, rp replicaResult,
 		rep = st.rep // judge the primary against the last known replica state
 	}
 
+	if pp.ran {
+		if pp.ok {
+			st.primaryFails = 0
+		} else {
+			st.primaryFails++
+		}
+	}
+
 	// The primary's identity and the immediate flags.
 	var restarted, regressed, sameIncarnation bool
 	if pp.infoOK && !selfPrimary {
@@ -273,11 +281,16 @@ func (a *Agent) decide(ctx context.Context, started time.Time, rp replicaResult,
 	// primary regressed (a resync would wipe the replica).
 	if a.cfg.Freeze && !st.frozen && !st.named && !selfPrimary && follows && !rep.LinkUp && rep.Keys > 0 {
 		healthy := pp.ok && pp.infoOK && sameIncarnation && !restarted && canContinue(pp.info, rep)
+		// A primary that answers as something else is evidence at once; one that does
+		// not answer is evidence once refused, or after two probes in a row failed (a
+		// single slow probe on a loaded host is not).
+		silent := pp.ran && !pp.infoOK
+		evidence := !healthy && (!silent || classify(pp.err) == resultRefused || st.primaryFails >= 2)
 		switch {
 		case regressed:
 			act, parkReason = actPark, reasonRegressed
 			parkDetail = "the primary has less data than the replica under another replication id; a resync would wipe the replica"
-		case st.linkSeenUp && !healthy:
+		case st.linkSeenUp && evidence:
 			act, parkReason = actPark, reasonLinkDown
 			parkDetail = "the replica's link to the primary is down and the primary is " + describePrimary(pp, restarted)
 		}
