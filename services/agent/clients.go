@@ -113,20 +113,24 @@ func classify(err error) string {
 }
 
 // addrMatcher compares host:port addresses the way Redis would reach them: equal
-// strings, or the same port and hosts that resolve to a common IP. Lookups are cached
-// for a minute (failures for five seconds) and bounded to 200 ms.
+// strings, or the same port and hosts that resolve to a common IP. It never blocks: a
+// host name not resolved yet is looked up in the background (bounded to 1 s) and
+// compares by string until then; results are kept for a minute (failures for five
+// seconds) and refreshed in the background. Topologies and replicaof lines that spell
+// addresses the same way never need a lookup.
 type addrMatcher struct {
 	mu    sync.Mutex
-	cache map[string]resolved
+	cache map[string]*resolved
 }
 
 type resolved struct {
-	ips []string
-	at  time.Time
-	ok  bool
+	ips     []string
+	at      time.Time
+	ok      bool
+	pending bool
 }
 
-func newAddrMatcher() *addrMatcher { return &addrMatcher{cache: map[string]resolved{}} }
+func newAddrMatcher() *addrMatcher { return &addrMatcher{cache: map[string]*resolved{}} }
 
 func (m *addrMatcher) same(a, b string) bool {
 	if a == "" || b == "" {
@@ -156,22 +160,35 @@ func (m *addrMatcher) ips(host string) []string {
 		return []string{ip.String()}
 	}
 	m.mu.Lock()
-	r, ok := m.cache[host]
-	m.mu.Unlock()
-	if ok && (r.ok && time.Since(r.at) < time.Minute || !r.ok && time.Since(r.at) < 5*time.Second) {
-		return r.ips
+	defer m.mu.Unlock()
+	r := m.cache[host]
+	if r == nil {
+		r = &resolved{}
+		m.cache[host] = r
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	fresh := r.ok && time.Since(r.at) < time.Minute || !r.ok && time.Since(r.at) < 5*time.Second
+	if !fresh && !r.pending {
+		r.pending = true
+		go m.lookup(host)
+	}
+	return r.ips
+}
+
+func (m *addrMatcher) lookup(host string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	addrs, err := net.DefaultResolver.LookupHost(ctx, host)
-	r = resolved{at: time.Now(), ok: err == nil}
+	var ips []string
 	for _, s := range addrs {
 		if ip := net.ParseIP(s); ip != nil {
-			r.ips = append(r.ips, ip.String())
+			ips = append(ips, ip.String())
 		}
 	}
 	m.mu.Lock()
-	m.cache[host] = r
-	m.mu.Unlock()
-	return r.ips
+	defer m.mu.Unlock()
+	r := m.cache[host]
+	r.pending, r.at, r.ok = false, time.Now(), err == nil
+	if err == nil {
+		r.ips = ips
+	}
 }
