@@ -194,6 +194,7 @@ type RunConfig struct {
 	CatchUpTimeout     time.Duration
 	PauseFor           time.Duration
 	ShutdownTimeout    time.Duration
+	WatchOpen          time.Duration
 }
 
 // Register binds the flags of `lazarus run`.
@@ -218,6 +219,7 @@ func (c *RunConfig) Register(l *config.Loader) {
 	l.Duration(&c.CatchUpTimeout, "catch-up-timeout", 5*time.Second, "switchover: how long to wait for the target to catch up")
 	l.Duration(&c.PauseFor, "pause-for", 10*time.Second, "switchover: CLIENT PAUSE safety timeout on the old primary")
 	l.Duration(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for in-flight work")
+	l.Duration(&c.WatchOpen, "watch-open-alerts", time.Minute, "an alert judged PRIMARY_HEALTHY is re-checked every reconcile pass for this long, or until resolved (-1s: never)")
 }
 
 // Validate reports every problem.
@@ -237,6 +239,7 @@ func (c RunConfig) Validate(p *config.Problems) {
 	p.Check(c.MaxConcurrent == 0, "max-concurrent must be positive, or -1 for no limit")
 	p.Check(c.MaxPerWindow == 0, "max-per-window must be positive, or -1 for no limit")
 	p.Check(c.MaxLag == 0, "max-lag-bytes must be positive, or -1 for no bound")
+	p.Check(c.WatchOpen == 0, "watch-open-alerts must be positive, or negative for never")
 	p.Check(c.MinReplicasToWrite < 1, "min-replicas-to-write must be at least 1, got %d", c.MinReplicasToWrite)
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		p.Addf("listen %q: want host:port", c.Listen)
@@ -256,7 +259,7 @@ func (c RunConfig) Settings() worker.Settings {
 		ActionTimeout: c.ActionTimeout, Cooldown: c.Cooldown, MaxConcurrent: c.MaxConcurrent, MaxPerWindow: c.MaxPerWindow,
 		Window: c.Window, MaxLag: int64(c.MaxLag), ReconcileInterval: c.ReconcileInterval, VerifyTimeout: c.VerifyTimeout,
 		FailoverTimeout: c.FailoverTimeout, ParkGrace: c.ParkGrace, MinReplicasToWrite: c.MinReplicasToWrite,
-		CatchUpTimeout: c.CatchUpTimeout, PauseFor: c.PauseFor}
+		CatchUpTimeout: c.CatchUpTimeout, PauseFor: c.PauseFor, WatchOpen: c.WatchOpen}
 }
 
 // RunLoader returns the loader of `lazarus run` bound to c (the README's table).

@@ -257,3 +257,64 @@ func TestSwitchoverWithWritesFlowingLosesNothing(t *testing.T) {
 		t.Fatalf("unknown shard: %v", err)
 	}
 }
+
+// An alert judged a false alarm stays under watch while it is open: when the primary
+// then dies and the alerter sends nothing new, lazarus still fails over. Resolving the
+// alert, or the end of the watch, stops it.
+func TestOpenAlertJudgedHealthyIsWatched(t *testing.T) {
+	e := newEnv(t, 2)
+	w := e.worker(testSettings("a"), Hooks{})
+	ctx := context.Background()
+	oldP := e.shard.Primary.Addr()
+	keys := writeAcked(t, oldP, "k", 20)
+	w.ReconcileOnce(ctx)
+	if err := w.HandleAlert(ctx, alertEvent(events.AlertPrimaryDataRegressed, oldP, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if d := lastDecision(t, e); d.Reason != string(decide.PrimaryHealthy) {
+		t.Fatalf("decision %+v", d)
+	}
+	w.ReconcileOnce(ctx) // still healthy: nothing published again
+	if n := len(e.pub.of(events.KindFailoverDecision)); n != 1 {
+		t.Fatalf("%d decisions", n)
+	}
+	if err := e.shard.Primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	reconcileUntil(t, w, 10*time.Second, "failover of the watched shard", func() bool { return e.topo().Epoch == 2 })
+	if m := missing(t, e.topo().Primary, keys); len(m) > 0 {
+		t.Fatalf("%d keys lost", len(m))
+	}
+
+	// Resolved, or watched too long: no failover.
+	for _, how := range []string{"resolved", "expired"} {
+		e := newEnv(t, 1)
+		set := testSettings("b")
+		if how == "expired" {
+			set.WatchOpen = time.Millisecond
+		}
+		w := e.worker(set, Hooks{})
+		alert := alertEvent(events.AlertPrimaryDown, e.shard.Primary.Addr(), 1)
+		if err := w.HandleAlert(ctx, alert); err != nil {
+			t.Fatal(err)
+		}
+		if how == "resolved" {
+			res := alert
+			res.Kind, res.ID = events.KindAlertResolved, events.NewID()
+			if err := w.HandleAlert(ctx, res); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := e.shard.Primary.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 3; i++ {
+			w.ReconcileOnce(ctx)
+		}
+		if e.topo().Epoch != 1 {
+			t.Fatalf("%s: failed over without an open alert", how)
+		}
+	}
+}

@@ -67,6 +67,9 @@ type Settings struct {
 	PauseFor       time.Duration
 	// KeepRecords: finished failover records kept per shard (20).
 	KeepRecords int
+	// WatchOpen: an alert judged PRIMARY_HEALTHY is re-checked every reconcile pass for
+	// this long, or until it is resolved (60 s; negative: not at all).
+	WatchOpen time.Duration
 }
 
 func (s *Settings) defaults() {
@@ -93,6 +96,9 @@ func (s *Settings) defaults() {
 	def(&s.ParkGrace, 10*time.Second)
 	def(&s.CatchUpTimeout, 5*time.Second)
 	def(&s.PauseFor, 10*time.Second)
+	if s.WatchOpen == 0 {
+		s.WatchOpen = time.Minute
+	}
 	if s.MaxConcurrent == 0 {
 		s.MaxConcurrent = 2
 	}
@@ -161,6 +167,9 @@ type pendingAlert struct {
 	alert alertInfo
 	force bool
 	last  string // decision/reason last published for it
+	// until bounds the watch of an open alert judged a false alarm (zero: no bound,
+	// for holds and aborts, which are real failures).
+	until time.Time
 }
 
 // alertInfo is an alert as lazarus keeps it for (re-)evaluation.
@@ -360,8 +369,18 @@ func (w *Worker) evaluate(ctx context.Context, info alertInfo, force, fresh bool
 			return w.recordAbort(ctx, info, cur, rev, out, decided)
 		}
 	default:
-		w.dropPending(shard)
 		_ = w.ctl.ClearHold(ctx, shard)
+		if out.Reason == decide.PrimaryHealthy && decide.Actionable(info.a.Code) && w.set.WatchOpen > 0 {
+			// The alert stays open at the alerter: keep checking for a while, so that a
+			// primary that dies while its incident is open fails over even if the
+			// alerter sends nothing new.
+			changed := w.watchPending(shard, info, key, decided.Add(w.set.WatchOpen))
+			if !changed && !fresh {
+				return nil
+			}
+			break
+		}
+		w.dropPending(shard)
 		if !fresh && out.Reason == decide.AlreadyHandled {
 			return nil
 		}
@@ -458,7 +477,25 @@ func (w *Worker) setPending(shard string, info alertInfo, force bool, key string
 		return true
 	}
 	changed = p.last != key
+	p.last, p.until = key, time.Time{}
+	return changed
+}
+
+// watchPending keeps an alert judged healthy under watch until the given time (not
+// extended by later evaluations of the same incident).
+func (w *Worker) watchPending(shard string, info alertInfo, key string, until time.Time) (changed bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.pending[shard]
+	if p == nil || p.alert.a.IncidentID != info.a.IncidentID {
+		w.pending[shard] = &pendingAlert{alert: info, last: key, until: until}
+		return true
+	}
+	changed = p.last != key
 	p.last = key
+	if p.until.IsZero() {
+		p.until = until
+	}
 	return changed
 }
 
@@ -472,6 +509,10 @@ func (w *Worker) pendingFor(shard string) *pendingAlert {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if p := w.pending[shard]; p != nil {
+		if !p.until.IsZero() && w.now().After(p.until) {
+			delete(w.pending, shard)
+			return nil
+		}
 		c := *p
 		return &c
 	}
