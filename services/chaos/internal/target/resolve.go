@@ -69,6 +69,9 @@ func (r Resolver) Resolve(ctx context.Context, sel Selector, b *Binding) ([]Targ
 
 func (r Resolver) nodes(ctx context.Context, sel Selector, b *Binding) ([]Target, error) {
 	m, err := r.Inv.Topology(ctx)
+	if errors.Is(err, topology.ErrEmpty) {
+		return nil, fmt.Errorf("%w: %q: the topology has no shard", ErrNoTarget, sel.Raw)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the topology: %w", err)
 	}

@@ -123,6 +123,9 @@ func (d *Driver) AddService(service string, instance int, p Proc) {
 }
 
 func (d *Driver) add(t target.Target, p Proc, delay time.Duration) {
+	if bare(p) {
+		delay = -1 // someone else starts it
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.procs[key(t)] = &entry{t: t, p: p, delay: delay}
@@ -243,7 +246,7 @@ func (d *Driver) Restart(ctx context.Context, t target.Target, o driver.RestartO
 		return err
 	}
 	defer d.lock(t)()
-	if _, bare := e.p.(*PID); bare {
+	if bare(e.p) {
 		return fmt.Errorf("restarting %s: %w: the process is known by its PID only (it was not stopped)", t, driver.ErrUnsupported)
 	}
 	d.mu.Lock()
@@ -455,7 +458,7 @@ func (d *Driver) StartAll(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		if _, bare := e.p.(*PID); bare && !e.p.Running() {
+		if bare(e.p) && !e.p.Running() {
 			errs = append(errs, fmt.Errorf("%s (pid only) is down and cannot be started here", t))
 			continue
 		}
@@ -464,4 +467,13 @@ func (d *Driver) StartAll(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// bare reports whether p is known by its PID only (it cannot be started).
+func bare(p Proc) bool {
+	switch p.(type) {
+	case *PID, *PIDFile:
+		return true
+	}
+	return false
 }

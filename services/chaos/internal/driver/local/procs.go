@@ -194,3 +194,31 @@ func (p *PID) Start(context.Context, bool, [][2]string) error {
 }
 
 func (p *PID) RestoreConfig() ([][2]string, error) { return nil, driver.ErrUnsupported }
+
+// PIDFile adapts a process whose id is in a pid file (a redis-server with "pidfile",
+// a service started by someone else). The file is read at every call, so a restart by
+// the process's own supervisor is followed. It can be signalled, not started.
+type PIDFile struct {
+	Label string
+	Path  string
+}
+
+func (p *PIDFile) pid() *PID {
+	b, err := os.ReadFile(p.Path)
+	if err != nil {
+		return &PID{Label: p.Label}
+	}
+	var n int
+	_, _ = fmt.Sscanf(strings.TrimSpace(string(b)), "%d", &n)
+	return &PID{Label: p.Label, Pid: n}
+}
+
+func (p *PIDFile) Name() string                    { return p.Label }
+func (p *PIDFile) PID() int                        { return p.pid().PID() }
+func (p *PIDFile) Running() bool                   { return p.pid().Running() }
+func (p *PIDFile) Signal(sig syscall.Signal) error { return p.pid().Signal(sig) }
+func (p *PIDFile) Stop(sig syscall.Signal) error   { return p.pid().Stop(sig) }
+func (p *PIDFile) Start(ctx context.Context, wipe bool, o [][2]string) error {
+	return p.pid().Start(ctx, wipe, o)
+}
+func (p *PIDFile) RestoreConfig() ([][2]string, error) { return nil, driver.ErrUnsupported }

@@ -1,0 +1,15 @@
+//go:build nodocker
+
+package cli
+
+import (
+	"fmt"
+
+	"github.com/rs/zerolog"
+
+	"github.com/heartline/heartline/services/chaos/internal/driver"
+)
+
+func dockerDriver(Config, zerolog.Logger) (driver.Driver, error) {
+	return nil, fmt.Errorf("%w: this chaos binary was built with -tags nodocker", driver.ErrUnsupported)
+}
