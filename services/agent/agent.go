@@ -84,12 +84,14 @@ type state struct {
 	named   bool   // the topology names this replica as the shard's primary
 
 	// Memory of the current primary, reset when the primary changes.
-	runID        string // last run id seen
-	replID       string // last replication id seen
-	offset       int64  // last replication offset seen
-	linkSeenUp   bool   // the replica's link to this primary was seen up since the last park
-	linkedReplID string // the replica's replication id when its link was last seen up
-	primaryFails int    // consecutive failed probes of the primary
+	runID           string    // last run id seen
+	replID          string    // last replication id seen
+	offset          int64     // last replication offset seen
+	linkSeenUp      bool      // the replica's link to this primary was seen up since the last park
+	linkedReplID    string    // the replica's replication id when its link was last seen up
+	primaryFails    int       // consecutive failed probes of the primary
+	primaryFailedAt time.Time // when the current run of failed probes began
+	replicaFails    int       // consecutive failed probes of the replica
 
 	// The replica.
 	rep        redisinfo.Node // last INFO read
@@ -153,7 +155,7 @@ func New(o Options) (*Agent, error) {
 		src:     events.Source{Service: "agent", Instance: cfg.InstanceName()},
 		start:   time.Now().UTC(),
 		addrs:   newAddrMatcher(),
-		replica: newNodeClient(cfg.Replica, 4),
+		replica: newNodeClient(cfg.Replica, 4, max(cfg.ProbeTimeout, time.Second)),
 		kick:    make(chan struct{}, 1),
 		watchCh: make(chan struct{}),
 	}
@@ -290,7 +292,7 @@ func (a *Agent) resolvePrimary() {
 		a.primCli = nil
 	}
 	if addr != "" {
-		a.primCli = newNodeClient(addr, 2)
+		a.primCli = newNodeClient(addr, 2, a.cfg.ProbeTimeout)
 	}
 	close(a.watchCh)
 	a.watchCh = make(chan struct{})

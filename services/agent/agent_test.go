@@ -322,7 +322,7 @@ type syncCount struct{ full, partial int64 }
 
 func syncStats(t *testing.T, n *redistest.Node) syncCount {
 	t.Helper()
-	nc := newNodeClient(n.Addr(), 1)
+	nc := newNodeClient(n.Addr(), 1, 2*time.Second)
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -20,14 +20,15 @@ import (
 // the next probe dials afresh: go-redis's pool otherwise stops dialing for about a
 // second after PoolSize failed dials, which would hide a primary that came back.
 type nodeClient struct {
-	addr string
-	pool int
-	mu   sync.Mutex
-	c    *redis.Client
+	addr    string
+	pool    int
+	timeout time.Duration // dial and socket timeouts; each call's context bounds them further
+	mu      sync.Mutex
+	c       *redis.Client
 }
 
-func newNodeClient(addr string, pool int) *nodeClient {
-	return &nodeClient{addr: addr, pool: pool}
+func newNodeClient(addr string, pool int, timeout time.Duration) *nodeClient {
+	return &nodeClient{addr: addr, pool: pool, timeout: timeout}
 }
 
 func (n *nodeClient) options() *redis.Options {
@@ -37,9 +38,9 @@ func (n *nodeClient) options() *redis.Options {
 		DisableIdentity:       true,
 		MaxRetries:            -1,
 		DialerRetries:         1,
-		DialTimeout:           time.Second, // each call's context bounds it further
-		ReadTimeout:           2 * time.Second,
-		WriteTimeout:          2 * time.Second,
+		DialTimeout:           n.timeout,
+		ReadTimeout:           n.timeout,
+		WriteTimeout:          n.timeout,
 		ContextTimeoutEnabled: true,
 		PoolSize:              n.pool,
 		PoolTimeout:           time.Second,

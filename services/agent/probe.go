@@ -243,11 +243,29 @@ func (a *Agent) decide(ctx context.Context, started time.Time, rp replicaResult,
 	}
 
 	if pp.ran {
-		if pp.ok {
+		switch {
+		case pp.ok && st.primaryFails > 0:
+			a.log.Info().Str("primary", st.primary).Int("failed_probes", st.primaryFails).
+				Dur("down_for", now.Sub(st.primaryFailedAt).Round(time.Millisecond)).Msg("primary answers probes again")
 			st.primaryFails = 0
-		} else {
+		case !pp.ok:
+			if st.primaryFails == 0 {
+				st.primaryFailedAt = started
+				a.log.Warn().Str("primary", st.primary).Str("result", classify(pp.err)).AnErr("probe_error", pp.err).
+					Msg("primary probe failed")
+			}
 			st.primaryFails++
 		}
+	}
+	switch {
+	case rp.ok && st.replicaFails > 0:
+		a.log.Info().Int("failed_probes", st.replicaFails).Msg("replica answers probes again")
+		st.replicaFails = 0
+	case !rp.ok:
+		if st.replicaFails == 0 {
+			a.log.Warn().Str("result", classify(rp.err)).AnErr("probe_error", rp.err).Msg("replica probe failed")
+		}
+		st.replicaFails++
 	}
 
 	// The primary's identity and the immediate flags.
