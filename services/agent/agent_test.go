@@ -95,9 +95,9 @@ func TestKillPrimaryParksReplicaAtOnce(t *testing.T) {
 	frozen, _ := h.waitBeat(10*time.Second, fi, "frozen heartbeat", func(b beat) bool {
 		return b.hb.Has(events.FlagReplicationFrozen) && b.hb.Replica.Frozen
 	})
-	t.Logf("kill -9 took %s; first failed heartbeat probed %s after the kill (seq %d, error %q); first frozen heartbeat %s after",
-		killed.Sub(t0).Round(time.Microsecond), fail.e.Time.Sub(killed).Round(time.Microsecond), fail.hb.Seq, fail.hb.Primary.Error,
-		frozen.e.Time.Sub(killed).Round(time.Microsecond))
+	t.Logf("kill -9 took %s; replica parked %s after it returned; first failed heartbeat probed %s after (seq %d, error %q); first frozen heartbeat %s after",
+		killed.Sub(t0).Round(time.Microsecond), h.parkedAt().Sub(killed).Round(time.Microsecond),
+		fail.e.Time.Sub(killed).Round(time.Microsecond), fail.hb.Seq, fail.hb.Primary.Error, frozen.e.Time.Sub(killed).Round(time.Microsecond))
 	ri := rep.Info()
 	if !ri.Parked() || ri.MasterHost != "192.0.2.1" || ri.MasterPort != 1 {
 		t.Fatalf("replica not parked: master %s:%d", ri.MasterHost, ri.MasterPort)
@@ -120,12 +120,13 @@ func TestKillPrimaryParksReplicaAtOnce(t *testing.T) {
 
 // restartWipe kills the primary with -9 and restarts it empty at once: the restart-wipe
 // case. It returns whether the replica still had every key after window.
-func restartWipe(t *testing.T, s *redistest.Shard, keys int, window time.Duration) (kept bool, minKeys int64) {
+func restartWipe(t *testing.T, s *redistest.Shard, keys int, window time.Duration) (kept bool, minKeys int64, killed time.Time) {
 	t.Helper()
 	rep := s.Replicas[0]
 	if err := s.Primary.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	killed = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := s.Primary.Restart(ctx, true); err != nil {
@@ -139,7 +140,7 @@ func restartWipe(t *testing.T, s *redistest.Shard, keys int, window time.Duratio
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return minKeys == int64(keys), minKeys
+	return minKeys == int64(keys), minKeys, killed
 }
 
 func TestRestartWipeGuard(t *testing.T) {
@@ -153,7 +154,7 @@ func TestRestartWipeGuard(t *testing.T) {
 			i := h.waitHealthy()
 			oldRun := s.Primary.Info().RunID
 
-			kept, minKeys := restartWipe(t, s, keys, 3*time.Second)
+			kept, minKeys, killed := restartWipe(t, s, keys, 3*time.Second)
 			if !kept {
 				t.Fatalf("the replica lost data: %d of %d keys at the worst moment", minKeys, keys)
 			}
@@ -177,7 +178,8 @@ func TestRestartWipeGuard(t *testing.T) {
 			if h.counter(h.a.m.unfreezes) != 0 {
 				t.Fatal("unparked towards an empty primary")
 			}
-			t.Logf("iteration %d: replica kept %d/%d keys; parked by %v", it, minKeys, keys, parkReasons(h))
+			t.Logf("iteration %d: replica kept %d/%d keys; parked by %v %s after kill -9 returned", it, minKeys, keys,
+				parkReasons(h), h.parkedAt().Sub(killed).Round(time.Microsecond))
 		})
 	}
 }
@@ -200,7 +202,7 @@ func TestRestartWipeWithoutAgent(t *testing.T) {
 	for it := 1; it <= iterations; it++ {
 		s := redistest.StartShard(t, fmt.Sprint("ctl", it), 1, [2]string{"repl-diskless-sync-delay", "0"})
 		fill(t, s, keys)
-		kept, minKeys := restartWipe(t, s, keys, 3*time.Second)
+		kept, minKeys, _ := restartWipe(t, s, keys, 3*time.Second)
 		if !kept {
 			wiped++
 		}

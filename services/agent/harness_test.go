@@ -197,3 +197,10 @@ func infoOK(n *redistest.Node) (redisinfo.Node, error) {
 	defer cancel()
 	return redisinfo.Read(ctx, c)
 }
+
+// parkedAt is when the agent last parked its replica.
+func (h *harness) parkedAt() time.Time {
+	h.a.mu.Lock()
+	defer h.a.mu.Unlock()
+	return h.a.st.park.at
+}
