@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -105,7 +107,17 @@ func TestServeWiring(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	token := "test-token-0123456789"
-	e, _, _ := env(map[string]string{"HEARTLINE_DATA_DIR": t.TempDir(), "CHAOS_TOKEN": token, "CHAOS_LISTEN": addr, "HEARTLINE_LOG_LEVEL": "warn"})
+	// A service instance known by its pid file: the signal-halt path must resume it.
+	sleeper := exec.Command("sleep", "300")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go sleeper.Wait()
+	t.Cleanup(func() { _ = sleeper.Process.Kill() })
+	pidFile := filepath.Join(t.TempDir(), "rq.pid")
+	os.WriteFile(pidFile, []byte(fmt.Sprint(sleeper.Process.Pid)), 0o644)
+	e, _, _ := env(map[string]string{"HEARTLINE_DATA_DIR": t.TempDir(), "CHAOS_TOKEN": token, "CHAOS_LISTEN": addr, "HEARTLINE_LOG_LEVEL": "warn",
+		"CHAOS_LOCAL_PIDS": "ratequeue/1=" + pidFile})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, []string{"serve"}, e) }()
@@ -155,6 +167,10 @@ func TestServeWiring(t *testing.T) {
 	if c := call("POST", "/v1/halt", token, ""); c != 200 {
 		t.Fatalf("halt: %d", c)
 	}
+	if c := call("POST", "/v1/attacks", token, `{"fault":"pause","target":"ratequeue:instance:1","duration":"1h"}`); c != 201 {
+		t.Fatalf("pause of ratequeue/1: %d", c)
+	}
+	waitState(t, sleeper.Process.Pid, true)
 	if c := call("GET", "/metrics", "", ""); c != 200 {
 		t.Fatalf("metrics: %d", c)
 	}
@@ -167,5 +183,28 @@ func TestServeWiring(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+	waitState(t, sleeper.Process.Pid, false)
+}
+
+func procState(t *testing.T, pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.LastIndex(s, ")")
+	return strings.Fields(s[i+1:])[0]
+}
+
+// waitState polls until the process is stopped (or not).
+func waitState(t *testing.T, pid int, stopped bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for (procState(t, pid) == "T") != stopped {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d: state %s, want stopped=%v", pid, procState(t, pid), stopped)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

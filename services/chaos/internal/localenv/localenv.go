@@ -22,11 +22,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/heartline/heartline/services/chaos/internal/driver/local"
+	"github.com/heartline/heartline/services/chaos/internal/fault"
+	"github.com/heartline/heartline/services/chaos/internal/injector"
 	"github.com/heartline/heartline/services/chaos/internal/netfault"
 	"github.com/heartline/heartline/services/chaos/internal/runner"
+	"github.com/heartline/heartline/services/chaos/internal/target"
+	"github.com/heartline/heartline/shared/events"
 	"github.com/heartline/heartline/shared/kv"
 	"github.com/heartline/heartline/shared/stream"
 )
@@ -231,4 +236,82 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+// KitOptions configure NewKit.
+type KitOptions struct {
+	// Allow is the allowlist (default "*": the local topology is the runner's own).
+	Allow []string
+	// MaxShards is how many shards may be under attack at once (default 1).
+	MaxShards int
+	// Reports is the folder of the run reports.
+	Reports string
+	// Poll is the runner's probe interval (default 250 ms).
+	Poll     time.Duration
+	Registry *prometheus.Registry
+	Source   events.Source
+	Log      zerolog.Logger
+}
+
+// Kit is everything a game day needs to run experiments on a local topology.
+type Kit struct {
+	Env      *Env
+	Injector *injector.Injector
+	Runner   *runner.Runner
+	Health   injector.ShardHealth
+	Alerts   *injector.AlertWatch
+	Metrics  *injector.Metrics
+}
+
+// NewKit builds the injector and the runner for e. Call Start to run the supervisor
+// and the alert watch.
+func NewKit(e *Env, o KitOptions) *Kit {
+	if len(o.Allow) == 0 {
+		o.Allow = []string{"*"}
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Source.Service == "" {
+		o.Source.Service = "chaos"
+	}
+	k := &Kit{Env: e, Alerts: injector.NewAlertWatch(), Metrics: injector.NewMetrics(o.Registry)}
+	k.Health = injector.ShardHealth{KV: e.Store, Alerts: k.Alerts}
+	deps := fault.Deps{Log: o.Log}
+	inv := injector.Inventory{KV: e.Store}
+	if e.Driver != nil {
+		deps.Driver, inv.Driver = e.Driver, e.Driver
+	}
+	if e.Proxies != nil {
+		deps.Links, inv.Proxies = e.Proxies, e.Proxies
+	}
+	k.Injector = injector.New(injector.Config{Source: o.Source, Allow: o.Allow, MaxShards: o.MaxShards}, deps,
+		target.Resolver{Inv: inv}, k.Health, e.Streams, e.Store, k.Metrics, o.Log)
+	k.Runner = &runner.Runner{Env: e, Inj: k.Injector, Health: k.Health, Metrics: k.Metrics, Reports: o.Reports,
+		Source: o.Source, Log: o.Log, Poll: o.Poll}
+	return k
+}
+
+// Start runs the local supervisor and the alert watch until ctx is done.
+func (k *Kit) Start(ctx context.Context) {
+	if k.Env.Driver != nil {
+		go k.Env.Driver.Supervise(ctx)
+	}
+	go func() {
+		for ctx.Err() == nil {
+			_ = k.Alerts.Follow(ctx, k.Env.Streams, "chaos-alerts-"+strconv.Itoa(os.Getpid()), zerolog.Nop())
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+}
+
+// Halt recovers every active fault (Ctrl-C of a game day).
+func (k *Kit) Halt(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := k.Injector.Halt(ctx, "game day stopping")
+	return err
 }

@@ -10,15 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/heartline/heartline/services/chaos/internal/driver/local"
 	"github.com/heartline/heartline/services/chaos/internal/experiment"
-	"github.com/heartline/heartline/services/chaos/internal/fault"
-	"github.com/heartline/heartline/services/chaos/internal/injector"
 	"github.com/heartline/heartline/services/chaos/internal/runner"
-	"github.com/heartline/heartline/services/chaos/internal/target"
 	"github.com/heartline/heartline/shared/kv/memkv"
 	"github.com/heartline/heartline/shared/redistest"
 	"github.com/heartline/heartline/shared/stream/memstream"
@@ -69,21 +65,14 @@ func TestKillReplicaEndToEndWithRatequeue(t *testing.T) {
 	if err := topology.WriteFile(topoFile, m); err != nil {
 		t.Fatal(err)
 	}
-	sctx, scancel := context.WithCancel(ctx)
-	sdone := make(chan struct{})
-	go func() { drv.Supervise(sctx); close(sdone) }()
-	t.Cleanup(func() { scancel(); <-sdone })
-
 	env := &Env{Streams: memstream.New(), Store: kvs, Driver: drv,
 		Ratequeue: &Ratequeue{Bin: bin, LoadArgs: []string{"-direct", "-topology-file", topoFile, "-drain-timeout", "60s", "-log-level", "warn"},
 			Env: []string{"HEARTLINE_STREAM=", "HEARTLINE_KV="}, Log: zerolog.Nop()}}
-	health := injector.ShardHealth{KV: kvs}
-	metrics := injector.NewMetrics(prometheus.NewRegistry())
-	inj := injector.New(injector.Config{Allow: []string{"shard-*/replica"}}, fault.Deps{Driver: drv, Log: zerolog.Nop()},
-		target.Resolver{Inv: injector.Inventory{KV: kvs, Driver: drv}}, health, env.Streams, kvs, metrics, zerolog.Nop())
-	t.Cleanup(func() { _, _ = inj.Halt(context.Background(), "cleanup") })
-	reports := t.TempDir()
-	r := &runner.Runner{Env: env, Inj: inj, Health: health, Metrics: metrics, Reports: reports, Log: zerolog.Nop(), Poll: 100 * time.Millisecond}
+	kit := NewKit(env, KitOptions{Allow: []string{"shard-*/replica"}, Reports: t.TempDir(), Poll: 100 * time.Millisecond, Log: zerolog.Nop()})
+	kctx, kcancel := context.WithCancel(ctx)
+	t.Cleanup(func() { kcancel(); _ = kit.Halt(10 * time.Second) })
+	kit.Start(kctx)
+	r := kit.Runner
 
 	x, err := experiment.Parse("kill-replica-e2e.yaml", []byte(`title: kill -9 of a replica (end to end)
 steady_state:
