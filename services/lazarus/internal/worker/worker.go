@@ -604,7 +604,10 @@ func (w *Worker) withLease(ctx context.Context, shard string, wait time.Duration
 		}
 	}
 	w.m.LeaseHeld.WithLabelValues(shard).Set(1)
-	wctx, cancel := context.WithCancelCause(ctx)
+	// Once the lease is held the work is not interrupted by a shutdown: a failover
+	// stopped half-way would leave the shard to the next lease holder. It is bounded by
+	// its own timeouts, and stopped when the lease is lost.
+	wctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	var lmu sync.Mutex
 	renewed := make(chan struct{})
 	go func() {
