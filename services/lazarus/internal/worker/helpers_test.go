@@ -92,7 +92,7 @@ func (s *syncBuf) String() string {
 }
 
 type env struct {
-	t  *testing.T
+	t  testing.TB
 	kv kv.Store
 	// client returns a new connection to the stream (one per simulated process).
 	client func() stream.Backend
@@ -103,7 +103,7 @@ type env struct {
 
 // newEnv starts a shard of a primary and n replicas (min-replicas-to-write 1, as the
 // design requires), seeds it at epoch 1 and stamps the primary.
-func newEnv(t *testing.T, replicas int) *env {
+func newEnv(t testing.TB, replicas int) *env {
 	t.Helper()
 	srv := memstream.NewServer(memstream.Options{})
 	return newEnvOn(t, replicas, memkv.New(), func() stream.Backend { return srv.New() })
@@ -111,7 +111,7 @@ func newEnv(t *testing.T, replicas int) *env {
 
 // newEnvOnNATS is newEnv with an embedded NATS server as stream and kv store; every
 // client is a separate connection, as separate processes would have.
-func newEnvOnNATS(t *testing.T, replicas int) *env {
+func newEnvOnNATS(t testing.TB, replicas int) *env {
 	t.Helper()
 	emb, err := natsstream.StartEmbedded(natsstream.EmbeddedOptions{StoreDir: t.TempDir(), Port: -1, Log: zerolog.Nop()})
 	if err != nil {
@@ -130,7 +130,7 @@ func newEnvOnNATS(t *testing.T, replicas int) *env {
 	return newEnvOn(t, replicas, first.KV, func() stream.Backend { return open().Stream })
 }
 
-func newEnvOn(t *testing.T, replicas int, store kv.Store, client func() stream.Backend) *env {
+func newEnvOn(t testing.TB, replicas int, store kv.Store, client func() stream.Backend) *env {
 	t.Helper()
 	sh := redistest.StartShard(t, "s", replicas, [2]string{"min-replicas-to-write", "1"})
 	e := &env{t: t, kv: store, client: client, shard: sh, logs: &syncBuf{}}
@@ -223,7 +223,7 @@ func client(addr string) *redis.Client {
 }
 
 // writeAcked writes n keys, each acknowledged by a replica (WAIT 1), and returns them.
-func writeAcked(t *testing.T, addr, prefix string, n int) []string {
+func writeAcked(t testing.TB, addr, prefix string, n int) []string {
 	t.Helper()
 	c := client(addr)
 	defer c.Close()
@@ -243,7 +243,7 @@ func writeAcked(t *testing.T, addr, prefix string, n int) []string {
 	return keys
 }
 
-func missing(t *testing.T, addr string, keys []string) []string {
+func missing(t testing.TB, addr string, keys []string) []string {
 	t.Helper()
 	c := client(addr)
 	defer c.Close()
@@ -260,7 +260,7 @@ func missing(t *testing.T, addr string, keys []string) []string {
 	return out
 }
 
-func info(t *testing.T, addr string) redisinfo.Node {
+func info(t testing.TB, addr string) redisinfo.Node {
 	t.Helper()
 	c := client(addr)
 	defer c.Close()
@@ -271,7 +271,7 @@ func info(t *testing.T, addr string) redisinfo.Node {
 	return i
 }
 
-func park(t *testing.T, addr string) {
+func park(t testing.TB, addr string) {
 	t.Helper()
 	c := client(addr)
 	defer c.Close()
@@ -280,7 +280,7 @@ func park(t *testing.T, addr string) {
 	}
 }
 
-func epochOf(t *testing.T, addr string) string {
+func epochOf(t testing.TB, addr string) string {
 	t.Helper()
 	c := client(addr)
 	defer c.Close()
@@ -292,7 +292,7 @@ func epochOf(t *testing.T, addr string) string {
 }
 
 // reconcileUntil runs reconcile passes until cond holds.
-func reconcileUntil(t *testing.T, w *Worker, timeout time.Duration, what string, cond func() bool) {
+func reconcileUntil(t testing.TB, w *Worker, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	redistest.WaitFor(t, timeout, what, func() bool {
 		w.ReconcileOnce(context.Background())
@@ -300,7 +300,7 @@ func reconcileUntil(t *testing.T, w *Worker, timeout time.Duration, what string,
 	})
 }
 
-func masters(t *testing.T, e *env) []string {
+func masters(t testing.TB, e *env) []string {
 	t.Helper()
 	var out []string
 	for _, n := range e.shard.Nodes() {
