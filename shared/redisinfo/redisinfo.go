@@ -72,7 +72,7 @@ func Read(ctx context.Context, c redis.Cmdable) (Node, error) {
 func Parse(info string) (Node, error) {
 	raw := map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(info))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
