@@ -69,11 +69,19 @@ type Config struct {
 
 // register binds the flags a command uses.
 func (c *Config) register(l *config.Loader, cmd string) {
-	c.Connect.Register(l)
+	if cmd != "halt" {
+		c.Connect.Register(l)
+	}
 	l.String(&c.LogLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	l.Shared("log-level")
 	l.String(&c.LogFormat, "log-format", "", `log format: json, console, or "" (console on a terminal)`)
 	l.Shared("log-format")
+	if cmd == "halt" {
+		l.String(&c.API, "api", "http://127.0.0.1:8090", "chaos HTTP API base URL")
+		l.String(&c.Token, "token", "", "bearer token (prefer -token-file or CHAOS_TOKEN)")
+		l.String(&c.TokenFile, "token-file", "", "file holding the bearer token")
+		return
+	}
 
 	l.String(&c.Driver, "driver", "local", "where targets live: local (processes of this machine), docker (compose containers via the Engine API) or kubernetes (pods)")
 	l.Bool(&c.Execute, "execute", false, "act through the docker or kubernetes driver (without it every attack there is a dry run; the local driver acts by default)")
@@ -109,25 +117,28 @@ func (c *Config) register(l *config.Loader, cmd string) {
 			l.Bool(&c.StartNow, "start-now", false, "run the first slot at once instead of after one interval")
 			l.Int(&c.MaxRuns, "max-runs", 0, "stop after this many slots (0: until stopped)")
 		}
-	case "halt":
-		l.String(&c.API, "api", "http://127.0.0.1:8090", "chaos HTTP API base URL")
-		l.String(&c.Token, "token", "", "bearer token (prefer -token-file or CHAOS_TOKEN)")
-		l.String(&c.TokenFile, "token-file", "", "file holding the bearer token")
 	}
 }
 
 // Validate reports every problem.
 func (c *Config) Validate(cmd string) error {
 	var p config.Problems
-	if cmd != "halt" {
-		c.Connect.Validate(&p)
+	if cmd == "halt" {
+		if err := c.loadToken(); err != nil {
+			p.Addf("%v", err)
+		} else if len(c.Token) < 16 {
+			p.Addf("the API token must be at least 16 characters (set -token-file or CHAOS_TOKEN)")
+		}
+		p.Check(c.API == "", "-api is required")
+		return p.Err()
 	}
+	c.Connect.Validate(&p)
 	switch c.Driver {
 	case "local", "docker", "kubernetes":
 	default:
 		p.Addf("-driver %q: want local, docker or kubernetes", c.Driver)
 	}
-	if c.Driver != "local" && len(c.Allow) == 0 && cmd != "halt" {
+	if c.Driver != "local" && len(c.Allow) == 0 {
 		p.Addf("-allow: the %s driver needs an explicit allowlist (CHAOS_ALLOW)", c.Driver)
 	}
 	for _, a := range c.Allow {
@@ -153,16 +164,14 @@ func (c *Config) Validate(cmd string) error {
 		p.Addf("-compose-project: the docker driver acts on one compose project; name it")
 	}
 	switch cmd {
-	case "serve", "halt":
+	case "serve":
 		if err := c.loadToken(); err != nil {
 			p.Addf("%v", err)
 		} else if len(c.Token) < 16 {
 			p.Addf("the API token must be at least 16 characters (set -token-file or CHAOS_TOKEN)")
 		}
-		if cmd == "serve" {
-			p.Check(c.Listen == "", "-listen is required")
-			p.Positive("-shutdown-timeout", c.ShutdownTimeout)
-		}
+		p.Check(c.Listen == "", "-listen is required")
+		p.Positive("-shutdown-timeout", c.ShutdownTimeout)
 	case "run", "schedule":
 		p.Check(c.Reports == "", "-reports is required")
 		p.Check(c.RatequeueBin == "", "-ratequeue-bin is required")
