@@ -266,7 +266,7 @@ func TestSwitchoverCommand(t *testing.T) {
 	sh := redistest.StartShard(t, "sw", 1, [2]string{"min-replicas-to-write", "1"})
 	f := newFixture()
 	seedShard(t, f, sh.Primary.Addr(), sh.Replicas[0].Addr())
-	if err := sh.Primary.Client().Set(context.Background(), redisops.EpochKey, 1, 0).Err(); err != nil {
+	if err := (redisops.Ops{}).StampEpoch(context.Background(), sh.Primary.Addr(), 1); err != nil {
 		t.Fatal(err)
 	}
 	out, err := f.run(t, "switchover", "-shard", "shard-1", "-to", sh.Replicas[0].Addr(), "-log-level", "warn")

@@ -142,6 +142,12 @@ func newEnvOn(t testing.TB, replicas int, store kv.Store, client func() stream.B
 	if _, err := (topology.Store{KV: e.kv}).Seed(context.Background(), topology.Map{Shards: []topology.Shard{ts}}); err != nil {
 		t.Fatal(err)
 	}
+	if replicas > 0 {
+		// min-replicas-to-write counts a replica once the primary's cron saw its ack.
+		redistest.WaitFor(t, 15*time.Second, "primary counts its replicas as good", func() bool {
+			return info(t, sh.Primary.Addr()).MinReplicasGood >= replicas
+		})
+	}
 	if err := sh.Primary.Client().Set(context.Background(), redisops.EpochKey, 1, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
