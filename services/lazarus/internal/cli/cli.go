@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -490,7 +491,10 @@ func Events(ctx context.Context, c stream.Consumer, f Filter, o EventsOptions, o
 		WriteTimeline(out, []events.Event{e})
 	}
 	var bad int
+	var mu sync.Mutex // partitions are handled concurrently
 	h := func(_ context.Context, d stream.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
 		select {
 		case last <- struct{}{}:
 		default:
@@ -534,6 +538,8 @@ func Events(ctx context.Context, c stream.Consumer, f Filter, o EventsOptions, o
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("reading the failovers topic: %w", err)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if !o.Follow {
 		SortEvents(evs)
 		for _, e := range evs {
