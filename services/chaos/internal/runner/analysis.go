@@ -257,6 +257,19 @@ func (u *run) timeline() {
 			if e.Epoch > 0 {
 				entry.Detail += fmt.Sprintf(" (epoch %d)", e.Epoch)
 			}
+			if e.Kind == events.KindFailoverCompleted {
+				// The phases lazarus measured, each as its own entry.
+				for _, ph := range []struct {
+					name string
+					at   time.Time
+				}{{"detected", p.Phases.Detected}, {"alerted", p.Phases.Alerted}, {"decided", p.Phases.Decided},
+					{"promoted", p.Phases.Promoted}, {"routed", p.Phases.Routed}, {"verified", p.Phases.Verified}} {
+					if !ph.at.IsZero() {
+						tl = append(tl, TimelineEntry{At: ph.at, Source: e.Source.Service, What: "failover phase: " + ph.name,
+							Shard: e.Shard, Detail: "failover " + p.FailoverID, CorrelationID: e.CorrelationID})
+					}
+				}
+			}
 		case *events.TopologyChanged:
 			entry.What = "topology changed"
 			entry.Detail = fmt.Sprintf("primary %s, replicas %s, epoch %d: %s", p.Primary, strings.Join(p.Replicas, ","), e.Epoch, p.Reason)

@@ -541,6 +541,9 @@ func (u *run) waitLoad(parent context.Context, lr LoadRun) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), u.x.Observe+5*time.Minute)
 	defer cancel()
+	// Interrupted (Ctrl-C): the load stops producing and closes its history now.
+	stop := context.AfterFunc(parent, func() { _ = lr.Stop() })
+	defer stop()
 	if err := lr.Wait(ctx); err != nil && u.rep.Load != nil {
 		u.rep.Load.Error = err.Error()
 		if !u.rep.Aborted {

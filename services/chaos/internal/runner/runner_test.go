@@ -372,3 +372,99 @@ hypothesis:
 		t.Fatal("no experiment.result event")
 	}
 }
+
+// fakePipeline plays agent, alerter and lazarus: when it sees an attack start on the
+// chaos topic it publishes a failed heartbeat, an alert, a failover and a topology
+// change for the attacked shard, so that the runner's stream watch is tested on the
+// events the real services publish.
+func fakePipeline(t *testing.T, s *memstream.Client, primary string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go s.Consume(ctx, stream.Subscription{Topic: events.TopicChaos, Group: "fake-pipeline", Start: stream.StartOldest}, func(ctx context.Context, d stream.Delivery) error {
+		e, err := events.Decode(d.Data)
+		if err != nil || e.Kind != events.KindChaosAttackStarted {
+			return nil
+		}
+		shard := e.Shard
+		pub := func(ev events.Event) {
+			b, err := events.Encode(ev)
+			if err != nil {
+				t.Errorf("encode %s: %v", ev.Kind, err)
+				return
+			}
+			if err := s.Publish(ctx, ev.Kind.Topic(), stream.Message{Key: shard, ID: ev.ID, Data: b}); err != nil {
+				t.Errorf("publish: %v", err)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		hb := events.New(events.KindHeartbeat, events.Source{Service: "agent", Instance: "agent-1"}, shard, &events.Heartbeat{Seq: 9,
+			Replica: events.ReplicaState{Addr: "r:1"}, Primary: events.PrimaryProbe{Addr: primary, OK: false, Error: "connection refused"}})
+		pub(hb)
+		alert := events.Continue(events.KindAlertOpened, events.Source{Service: "alerter"}, hb, &events.Alert{IncidentID: "inc", Code: events.AlertPrimaryDown,
+			Severity: events.SeverityCritical, State: events.StateHard, Reason: "3 failed probes"})
+		pub(alert)
+		now := time.Now()
+		fo := events.Continue(events.KindFailoverCompleted, events.Source{Service: "lazarus"}, alert, &events.Failover{FailoverID: "fo-1",
+			Decision: events.DecisionFailover, Reason: "PRIMARY_DOWN", FromEpoch: 1, ToEpoch: 2,
+			Phases: events.Phases{Detected: hb.Time, Alerted: alert.Time, Decided: now, Promoted: now, Routed: now}})
+		fo.Epoch = 2
+		pub(fo)
+		topo := events.Continue(events.KindTopologyChanged, events.Source{Service: "lazarus"}, fo, &events.TopologyChanged{Primary: "r:1", Reason: "failover"})
+		topo.Epoch = 2
+		pub(topo)
+		return nil
+	})
+}
+
+func TestHypothesesAreMeasuredFromTheStream(t *testing.T) {
+	rg := newRig(t, 2)
+	fakePipeline(t, rg.env.s, rg.shards["s1"].Primary.Addr())
+	doc := `title: detection and failover are measured
+steady_state:
+  warmup: 1s
+method:
+  - fault: pause
+    target: shard:s1/replica
+    duration: 1s
+observe: 1s
+hypothesis:
+  first_failed_heartbeat_within: 5s
+  detected_within: 5s
+  alert_code: PRIMARY_DOWN
+  failed_over_within: 5s
+  failovers: 1
+  lost: 0
+`
+	x := parse(t, doc)
+	x.Load.Rate = 50
+	rep := rg.r.Run(context.Background(), x, runner.Options{})
+	if !rep.Passed {
+		b, _ := json.MarshalIndent(rep.Hypotheses, "", " ")
+		t.Fatalf("run failed: %s %s\n%s", rep.Error, rep.AbortReason, b)
+	}
+	whats := map[string]bool{}
+	for _, e := range rep.Timeline {
+		whats[e.What] = true
+	}
+	for _, w := range []string{"first failed heartbeat", "alert.opened PRIMARY_DOWN", "failover.completed", "failover phase: promoted", "topology changed"} {
+		if !whats[w] {
+			t.Errorf("timeline lacks %q", w)
+		}
+	}
+	// The same events break a hypothesis of no failover: the run fails, exit code 1.
+	x = parse(t, strings.Replace(doc, "  failovers: 1\n", "  no_failover: true\n", 1))
+	x.Load.Rate = 50
+	rep = rg.r.Run(context.Background(), x, runner.Options{})
+	if rep.Passed || rep.ExitCode() != 1 {
+		t.Fatal("an unexpected failover must fail the run")
+	}
+	var broken []string
+	for _, h := range rep.Hypotheses {
+		if !h.Held {
+			broken = append(broken, h.Name+"="+h.Actual)
+		}
+	}
+	if len(broken) != 1 || !strings.HasPrefix(broken[0], "failovers=1") {
+		t.Fatalf("broken: %v", broken)
+	}
+}
