@@ -294,12 +294,17 @@ func runLoad(tb testing.TB, name string, backend stream.Backend, store kv.Store,
 						next, round = 0, round+1
 					}
 				}
-				if len(batch) > 0 {
-					if err := backend.PublishBatch(ctx, events.TopicHeartbeats, batch); err != nil {
-						pubErrs.Add(int64(len(batch)))
+				for len(batch) > 0 {
+					chunk := batch[:min(len(batch), 200)]
+					batch = batch[len(chunk):]
+					// Bounded: a publication that hangs must not stall the run.
+					pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+					if err := backend.PublishBatch(pctx, events.TopicHeartbeats, chunk); err != nil {
+						pubErrs.Add(int64(len(chunk)))
 					} else {
-						published.Add(int64(len(batch)))
+						published.Add(int64(len(chunk)))
 					}
+					pcancel()
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
