@@ -367,7 +367,7 @@ func (d *Driver) sweep(ctx context.Context) {
 	d.mu.Lock()
 	var due []*entry
 	for _, e := range d.procs {
-		if e.hold || e.delay < 0 && e.once == nil {
+		if e.hold || bare(e.p) || e.delay < 0 && e.once == nil {
 			e.deadAt = time.Time{}
 			continue
 		}
