@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +35,25 @@ func newFixture() *fixture {
 	return &fixture{kv: memkv.New(), srv: memstream.NewServer(memstream.Options{})}
 }
 
-func (f *fixture) env(out *bytes.Buffer) Env {
+// lockedBuf collects a command's output and logs, written from several goroutines.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (f *fixture) env(out *lockedBuf) Env {
 	return Env{Getenv: func(string) string { return "" }, Stdout: out, Stderr: out,
 		Open: func(context.Context, connect.Config, zerolog.Logger) (*connect.Platform, error) {
 			return &connect.Platform{Stream: f.srv.New(), KV: f.kv}, nil
@@ -43,7 +62,7 @@ func (f *fixture) env(out *bytes.Buffer) Env {
 
 func (f *fixture) run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	var out bytes.Buffer
+	var out lockedBuf
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	err := Run(ctx, args, f.env(&out))
