@@ -541,3 +541,42 @@ func TestCrashedMemberWithPrefetchedMessages(t *testing.T) {
 	checkOrder(t, c.snapshot())
 	stop()
 }
+
+// A consumer busy with a backlog while the server restarts loses nothing and keeps
+// order: messages the server sent just before it stopped (and the client never got)
+// come back before anything newer.
+func TestConsumerOrderAcrossServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	srv := natstest.StartIn(t, dir, -1)
+	port := srv.Port()
+	o := testOptions(t, srv.ClientURL())
+	o.Partitions = 2
+	pub := newBackend(t, o)
+	ctx := context.Background()
+	const keys, perKey = 4, 1500
+	var batch []stream.Message
+	for i := 0; i < perKey; i++ {
+		for k := 0; k < keys; k++ {
+			batch = append(batch, msg(fmt.Sprint("k", k), i))
+		}
+	}
+	if err := pub.PublishBatch(ctx, "busy", batch); err != nil {
+		t.Fatal(err)
+	}
+	con := newBackend(t, testOptions(t, srv.ClientURL()))
+	c := newCollector()
+	stop := consume(t, con, stream.Subscription{Topic: "busy", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
+		time.Sleep(100 * time.Microsecond)
+		return c.handle(ctx, d)
+	})
+	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " handled") }, func() bool { return c.distinct() >= 1000 })
+	srv.Shutdown()
+	time.Sleep(300 * time.Millisecond)
+	natstest.StartIn(t, dir, port)
+	total := keys * perKey
+	waitFor(t, 120*time.Second, func() string { return fmt.Sprint(c.distinct(), " of ", total) }, func() bool { return c.distinct() == total })
+	checkOrder(t, c.snapshot())
+	stop()
+	_ = con.Close()
+	_ = pub.Close()
+}

@@ -764,12 +764,21 @@ func (w *worker) run(ctx context.Context) {
 		if time.Since(start) > time.Minute {
 			attempt = 1
 		}
+		if errors.Is(err, errDeliveryGap) {
+			w.log.Info().Err(err).Msg("deliveries lost in transit; restarting the partition from its ack floor")
+			attempt = 0
+			continue
+		}
 		w.log.Warn().Err(err).Int("attempt", attempt).Msg("partition consumer failed; restarting it")
 		if backoff.Sleep(ctx, w.b.opts.Retry.Delay(attempt)) != nil {
 			return
 		}
 	}
 }
+
+// errDeliveryGap: deliveries were lost in transit; the partition restarts from its ack
+// floor.
+var errDeliveryGap = errors.New("gap in the consumer's delivery sequence")
 
 // ackEvery bounds how many handled messages share one acknowledgement while a
 // partition has a backlog; without a backlog every message is acknowledged at once.
@@ -794,8 +803,13 @@ func (w *worker) pull(ctx context.Context) error {
 	if ackWait <= 0 {
 		ackWait = 30 * time.Second
 	}
+	// next is the consumer sequence of the next delivery. Deliveries are numbered
+	// consecutively; a gap means deliveries were lost in transit (sent just before a
+	// server restart or a connection loss), and handling what follows would break the
+	// order, and with ack-all acknowledge the lost ones.
+	next := info.Delivered.Consumer + 1
 	if info.NumAckPending > 0 {
-		if err := w.resetOutstanding(ctx, info); err != nil {
+		if next, err = w.resetOutstanding(ctx, info); err != nil {
 			return err
 		}
 	}
@@ -888,6 +902,11 @@ func (w *worker) pull(ctx context.Context) error {
 			_ = m.Term()
 			continue
 		}
+		if md.Sequence.Consumer != next {
+			flush()
+			return fmt.Errorf("%w: expected delivery %d, got %d", errDeliveryGap, next, md.Sequence.Consumer)
+		}
+		next++
 		key, id := decodeHeaders(m.Headers())
 		d := stream.Delivery{
 			Message:   stream.Message{Key: key, ID: id, Data: m.Data()},
@@ -915,16 +934,20 @@ func (w *worker) pull(ctx context.Context) error {
 }
 
 // resetOutstanding makes messages that a previous owner (or an earlier pull of this
-// one) left unacknowledged deliverable again, in order, before anything newer.
-func (w *worker) resetOutstanding(ctx context.Context, info *jetstream.ConsumerInfo) error {
-	_, err := w.b.js.ResetConsumer(ctx, w.t.streams[w.p], info.Name)
-	if err == nil {
+// one) left unacknowledged deliverable again, in order, before anything newer. It
+// returns the consumer sequence of the next delivery.
+func (w *worker) resetOutstanding(ctx context.Context, info *jetstream.ConsumerInfo) (uint64, error) {
+	r, err := w.b.js.ResetConsumer(ctx, w.t.streams[w.p], info.Name)
+	if err == nil && r.ConsumerInfo != nil {
 		w.log.Info().Int("outstanding", info.NumAckPending).Uint64("ack_floor", info.AckFloor.Stream).
-			Msg("partition had unacknowledged messages from a previous owner; redelivering from the ack floor")
-		return nil
+			Msg("partition had unacknowledged deliveries; redelivering from the ack floor")
+		return r.Delivered.Consumer + 1, nil
+	}
+	if err == nil {
+		err = errors.New("consumer reset answered without consumer info")
 	}
 	if ctx.Err() != nil {
-		return err
+		return 0, err
 	}
 	// Servers before 2.14 have no consumer reset: wait until the outstanding messages'
 	// ack wait ran out (they are then redelivered before newer ones).
@@ -933,7 +956,7 @@ func (w *worker) resetOutstanding(ctx context.Context, info *jetstream.ConsumerI
 		wait = time.Until(info.Delivered.Last.Add(info.Config.AckWait)) + 100*time.Millisecond
 	}
 	w.log.Warn().Err(err).Dur("wait", wait).Msg("consumer reset failed; waiting for outstanding messages to expire")
-	return backoff.Sleep(ctx, wait)
+	return info.Delivered.Consumer + 1, backoff.Sleep(ctx, wait)
 }
 
 // giveBack negatively acknowledges the message in hand and everything prefetched, in
