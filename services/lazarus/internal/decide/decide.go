@@ -233,7 +233,9 @@ func Condition(p Node, replicas []Node, last *Known) (Reason, string) {
 		return PrimaryRoleChanged, fmt.Sprintf("primary %s reports role %s (of %s)", p.Addr, p.Role, p.MasterAddr)
 	}
 	for _, r := range replicas {
-		if !r.Reachable || r.ReplID == "" || p.Shares(r) {
+		// Only replicas are evidence about the primary's data: a node answering as
+		// master (an old primary back from the dead) is the reconcile loop's business.
+		if !r.Reachable || r.Role != "slave" || r.ReplID == "" || p.Shares(r) {
 			continue
 		}
 		if r.Keys > p.Keys || (r.Keys == p.Keys && r.Offset > p.Offset) {

@@ -59,6 +59,11 @@ func TestDecideReasons(t *testing.T) {
 				t.Errorf("detail %q", o.Detail)
 			}
 		}},
+		{"an old primary back as master with more data is not a regression of the primary", func() Input {
+			in := healthyInput()
+			in.Replicas[0] = Node{Addr: r1Addr, Reachable: true, Role: "master", ReplID: newID, Offset: 9999, Keys: 500}
+			return in
+		}, events.DecisionNoAction, PrimaryHealthy, nil},
 		{"primary down", func() Input { return down(healthyInput()) }, events.DecisionFailover, PrimaryDown, func(t *testing.T, o Outcome) {
 			if o.Candidate != r2Addr || o.LossWindow != 0 || o.Bound != 990 {
 				t.Errorf("candidate %s loss %d bound %d", o.Candidate, o.LossWindow, o.Bound)
