@@ -487,3 +487,43 @@ func TestMalformedAlertIsDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Someone ran REPLICAOF on the primary: it reports itself as a replica, the shard has
+// no writable primary. Lazarus promotes the best replica and makes the old primary its
+// replica.
+func TestPrimaryRoleChangedFailsOver(t *testing.T) {
+	e := newEnv(t, 2)
+	w := e.worker(testSettings("a"), Hooks{})
+	ctx := context.Background()
+	oldP := e.shard.Primary.Addr()
+	keys := writeAcked(t, oldP, "k", 50)
+	w.ReconcileOnce(ctx)
+	// A stray REPLICAOF to a node outside the shard: the primary keeps its data but
+	// stops being a primary.
+	c := client(oldP)
+	defer c.Close()
+	if err := c.SlaveOf(ctx, "127.0.0.1", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.HandleAlert(ctx, alertEvent(events.AlertPrimaryRoleChanged, oldP, 1)); err != nil {
+		t.Fatal(err)
+	}
+	recs := e.records()
+	if len(recs) != 1 || recs[0].State != StateCompleted || recs[0].Reason != decide.PrimaryRoleChanged {
+		t.Fatalf("records: %+v", recs)
+	}
+	if s := recs[0].Step(StepFence); s.Status != StatusSkipped || !strings.Contains(s.Detail, "already a replica") {
+		t.Fatalf("fence: %+v", s)
+	}
+	sh := e.topo()
+	redistest.WaitFor(t, 20*time.Second, "old primary follows the new one", func() bool {
+		i := info(t, oldP)
+		return i.MasterAddr() == sh.Primary && i.LinkUp && !i.SyncInProgress
+	})
+	if m := missing(t, sh.Primary, keys); len(m) > 0 {
+		t.Fatalf("%d keys lost", len(m))
+	}
+	if ms := masters(t, e); len(ms) != 1 || ms[0] != sh.Primary {
+		t.Fatalf("masters: %v", ms)
+	}
+}
