@@ -254,66 +254,12 @@ func runLoad(tb testing.TB, name string, backend stream.Backend, store kv.Store,
 			})
 	}()
 
-	// Simulated agents: a few workers own a slice of the shards each, spread their
-	// shards' heartbeats evenly over every second and publish what is due every 10 ms
-	// as one batch (agents are separate processes; one batch per wake-up keeps the
-	// simulation from being the bottleneck on two cores).
 	killed := shards / 100
-	dead := func(shard int, since time.Duration) bool {
-		return shard%100 == 7 && since >= dur*30/100 && since < dur*65/100
-	}
-	const workers = 8
-	var published, pubErrs atomic.Int64
 	start := time.Now()
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []int
-			for s := w; s < shards; s += workers {
-				mine = append(mine, s)
-			}
-			n := len(mine)
-			next, round := 0, 0
-			due := func() time.Duration {
-				return time.Duration(round)*time.Second + time.Duration(next)*time.Second/time.Duration(n)
-			}
-			for due() < dur && ctx.Err() == nil {
-				elapsed := time.Since(start)
-				var batch []stream.Message
-				for due() <= elapsed && due() < dur {
-					s := mine[next]
-					e := benchHeartbeat(s, uint64(round+1), !dead(s, elapsed), time.Now().UTC())
-					b, err := events.Encode(e)
-					if err != nil {
-						panic(err)
-					}
-					batch = append(batch, stream.Message{Key: e.Shard, ID: e.ID, Data: b})
-					if next++; next == n {
-						next, round = 0, round+1
-					}
-				}
-				for len(batch) > 0 {
-					chunk := batch[:min(len(batch), 200)]
-					batch = batch[len(chunk):]
-					// Bounded: a publication that hangs must not stall the run.
-					pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
-					if err := backend.PublishBatch(pctx, events.TopicHeartbeats, chunk); err != nil {
-						pubErrs.Add(int64(len(chunk)))
-					} else {
-						published.Add(int64(len(chunk)))
-					}
-					pcancel()
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}()
-	}
-	wg.Wait()
+	published, pubErrs := simulateAgents(ctx, backend, shards, dur, start, 0, true)
 	lastPub := time.Now()
 	deadline := time.Now().Add(2 * time.Minute)
-	for handled.Load() < published.Load() && time.Now().Before(deadline) {
+	for handled.Load() < published && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	drain := time.Since(lastPub)
@@ -331,8 +277,8 @@ func runLoad(tb testing.TB, name string, backend stream.Backend, store kv.Store,
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	r := loadResult{Backend: name, Seconds: elapsed.Seconds(), Published: published.Load(), Handled: handled.Load(),
-		PublishErrors: pubErrs.Load(), Drain: drain, Killed: killed, HeapMB: float64(ms.HeapAlloc) / (1 << 20),
+	r := loadResult{Backend: name, Seconds: elapsed.Seconds(), Published: published, Handled: handled.Load(),
+		PublishErrors: pubErrs, Drain: drain, Killed: killed, HeapMB: float64(ms.HeapAlloc) / (1 << 20),
 		RSSMB: procStatusMB("VmRSS"), PeakRSSMB: procStatusMB("VmHWM")}
 	delayMu.Lock()
 	r.DelayP50, r.DelayP99, r.DelayMax = pct(delays, .5), pct(delays, .99), pct(delays, 1)
@@ -361,6 +307,68 @@ func runLoad(tb testing.TB, name string, backend stream.Backend, store kv.Store,
 		alertMu.Unlock()
 	}
 	return r
+}
+
+// simulateAgents publishes one heartbeat a second for each of shards shards during dur
+// from start (sequence numbers after seqBase). With failures, the primaries of 1% of the
+// shards (those numbered 7 mod 100) are down from 30% to 65% of the run.
+func simulateAgents(ctx context.Context, backend stream.Publisher, shards int, dur time.Duration, start time.Time, seqBase uint64, failures bool) (int64, int64) {
+	// Simulated agents: a few workers own a slice of the shards each, spread their
+	// shards' heartbeats evenly over every second and publish what is due every 10 ms
+	// as one batch (agents are separate processes; one batch per wake-up keeps the
+	// simulation from being the bottleneck on two cores).
+	dead := func(shard int, since time.Duration) bool {
+		return failures && shard%100 == 7 && since >= dur*30/100 && since < dur*65/100
+	}
+	const workers = 8
+	var published, pubErrs atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []int
+			for s := w; s < shards; s += workers {
+				mine = append(mine, s)
+			}
+			n := len(mine)
+			next, round := 0, 0
+			due := func() time.Duration {
+				return time.Duration(round)*time.Second + time.Duration(next)*time.Second/time.Duration(n)
+			}
+			for due() < dur && ctx.Err() == nil {
+				elapsed := time.Since(start)
+				var batch []stream.Message
+				for due() <= elapsed && due() < dur {
+					s := mine[next]
+					e := benchHeartbeat(s, seqBase+uint64(round+1), !dead(s, elapsed), time.Now().UTC())
+					b, err := events.Encode(e)
+					if err != nil {
+						panic(err)
+					}
+					batch = append(batch, stream.Message{Key: e.Shard, ID: e.ID, Data: b})
+					if next++; next == n {
+						next, round = 0, round+1
+					}
+				}
+				for len(batch) > 0 {
+					chunk := batch[:min(len(batch), 200)]
+					batch = batch[len(chunk):]
+					// Bounded: a publication that hangs must not stall the run.
+					pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+					if err := backend.PublishBatch(pctx, events.TopicHeartbeats, chunk); err != nil {
+						pubErrs.Add(int64(len(chunk)))
+					} else {
+						published.Add(int64(len(chunk)))
+					}
+					pcancel()
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	return published.Load(), pubErrs.Load()
 }
 
 func benchDuration() time.Duration {

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "From a heartbeat's acceptance by the stream to the end of its handling (consumer lag per message).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "alerter_consumer_lag_seconds",
-			Help: "Age of the most recently handled heartbeat when its handling ended."}),
+			Help: "Consumer lag: the largest, over the stream partitions, of the age of the partition's last handled heartbeat when its handling ended (updated every tick)."}),
 		kvErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "alerter_kv_errors_total",
 			Help: "Failed kv operations on incident and owner records, by operation."}, []string{"op"}),
 		publishErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "alerter_publish_errors_total",

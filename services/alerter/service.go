@@ -64,8 +64,9 @@ type Service struct {
 
 	ready   atomic.Bool
 	running atomic.Bool
-	// lag is the delay (stream acceptance to handled) of the last handled heartbeat.
-	lag atomic.Int64
+	// parts holds, per stream partition, the delay (stream acceptance to handled) of its
+	// last handled heartbeat: *atomic.Int64 by partition name.
+	parts sync.Map
 	// stalled: most shards went silent at once; see Tick.
 	stalled atomic.Bool
 }
@@ -85,6 +86,8 @@ type entry struct {
 	gone bool
 	// heard is when (Service.now, unix ns) the shard's last heartbeat was handled.
 	heard atomic.Int64
+	// part is the delay of the shard's stream partition (see Service.parts).
+	part  atomic.Pointer[atomic.Int64]
 	state events.State // as counted in the shards gauge ("" before the first count)
 	// publishedAt is when flush last published an alert (wall clock, for the latency).
 	publishedAt time.Time
@@ -292,15 +295,23 @@ func (s *Service) Handle(ctx context.Context, d stream.Delivery) error {
 	if !d.Published.IsZero() {
 		age := time.Since(d.Published)
 		s.m.delay.Observe(age.Seconds())
-		s.m.lag.Set(age.Seconds())
-		s.lag.Store(int64(age))
+		p, ok := s.parts.Load(d.Partition)
+		if !ok {
+			p, _ = s.parts.LoadOrStore(d.Partition, new(atomic.Int64))
+		}
+		pd := p.(*atomic.Int64)
+		pd.Store(int64(age))
+		if e.part.Load() != pd {
+			e.part.Store(pd)
+		}
 	}
 	return nil
 }
 
 // Silence is measured on the alerter's clock, so it is only evidence while this
-// instance keeps up with the stream. Timer decisions are suspended while the last
-// handled heartbeat was older than half of agent-lost-after (the consumer is behind), and
+// instance keeps up with the stream. A shard's timer decisions are suspended while the
+// last heartbeat handled on its partition was older than half of agent-lost-after (the
+// consumer is behind there), and
 // while at least massSilenceShards shards and at least half of those tracked went
 // silent together (the stream or this consumer stalled: that is not thousands of lost
 // agents).
@@ -326,7 +337,12 @@ func (s *Service) Tick(ctx context.Context) {
 			}
 		}
 	}
-	lagging := time.Duration(s.lag.Load()) > lost/2
+	maxLag := time.Duration(0)
+	s.parts.Range(func(_, v any) bool {
+		maxLag = max(maxLag, time.Duration(v.(*atomic.Int64).Load()))
+		return true
+	})
+	s.m.lag.Set(maxLag.Seconds())
 	stalled := tracked >= massSilenceShards && 2*silent >= tracked
 	if stalled != s.stalled.Swap(stalled) {
 		s.m.stalled.Set(map[bool]float64{true: 1}[stalled])
@@ -340,6 +356,11 @@ func (s *Service) Tick(ctx context.Context) {
 	for _, e := range all {
 		if ctx.Err() != nil {
 			return
+		}
+		// A shard's silence means nothing while its partition's consumer is behind.
+		lagging := false
+		if p := e.part.Load(); p != nil {
+			lagging = time.Duration(p.Load()) > lost/2
 		}
 		s.tickOne(ctx, e, lagging || stalled)
 	}

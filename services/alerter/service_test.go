@@ -590,22 +590,24 @@ func TestLaggingConsumerDecidesNoSilence(t *testing.T) {
 	defer pub.Close()
 	svc := startService(t, srv, memkv.New(), svcOpts{clock: clock.Now})
 	ctx := context.Background()
-	d := delivery(t, hb("shard-1", "a", 1, true, t0))
-	d.Published = time.Now().Add(-10 * time.Second) // handled 10 s after the stream took it
-	if err := svc.Handle(ctx, d); err != nil {
-		t.Fatal(err)
+	on := func(e events.Event, partition string, age time.Duration) {
+		t.Helper()
+		d := delivery(t, e)
+		d.Partition, d.Published = partition, time.Now().Add(-age)
+		if err := svc.Handle(ctx, d); err != nil {
+			t.Fatal(err)
+		}
 	}
+	on(hb("shard-1", "a", 1, true, t0), "p1", 10*time.Second) // handled 10 s after the stream took it
 	clock.Add(5 * time.Second)
+	on(hb("shard-2", "a", 1, true, clock.Now()), "p2", 0) // another partition keeps up
 	svc.Tick(ctx)
 	if got := reader.sync(t, pub, "shard-1"); len(got) != 0 {
-		t.Fatalf("alerts while the consumer lags: %v", summary(got))
+		t.Fatalf("alerts while shard-1's partition lags: %v", summary(got))
 	}
-	d = delivery(t, hb("shard-2", "a", 1, true, clock.Now())) // caught up
-	if err := svc.Handle(ctx, d); err != nil {
-		t.Fatal(err)
-	}
+	on(hb("shard-3", "a", 1, true, clock.Now()), "p1", 0) // shard-1's partition caught up
 	svc.Tick(ctx)
 	if got := summary(reader.sync(t, pub, "shard-1")); !slices.Equal(got, []string{"alert.opened AGENT_LOST #1"}) {
-		t.Fatalf("shard-1 after catching up: %v", got)
+		t.Fatalf("shard-1 after its partition caught up: %v", got)
 	}
 }
