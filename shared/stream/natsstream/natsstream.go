@@ -780,18 +780,20 @@ func (w *worker) run(ctx context.Context) {
 // floor.
 var errDeliveryGap = errors.New("gap in the consumer's delivery sequence")
 
-// ackEvery bounds how many handled messages share one acknowledgement while a
-// partition has a backlog; without a backlog every message is acknowledged at once.
-const ackEvery = 64
+// ackEvery bounds how many handled messages share one acknowledgement, and
+// maxAckDelay how long a handled message waits for its acknowledgement (a crash
+// redelivers what was handled but not acknowledged yet).
+const (
+	ackEvery    = 64
+	maxAckDelay = 20 * time.Millisecond
+)
 
 // pull consumes the partition until ctx ends (nil) or the subscription fails.
 //
 // Messages are handled one at a time in stream order. Acknowledgements use JetStream's
 // ack-all policy: acknowledging a message acknowledges every earlier one of the
-// partition, which is exact here because they were all handled before it. So during a
-// backlog one ack covers up to ackEvery messages (the fastest path through the
-// server), and when the partition catches up the last handled message is acknowledged
-// at once.
+// partition, which is exact here because they were all handled before it. So one ack
+// covers up to ackEvery messages, or what was handled within maxAckDelay.
 func (w *worker) pull(ctx context.Context) error {
 	b := w.b
 	c, err := b.consumer(ctx, w.t, w.sub, w.p)
@@ -868,16 +870,32 @@ func (w *worker) pull(ctx context.Context) error {
 		}
 		handled, unacked = nil, 0
 	}
+	// When the partition has caught up, the acknowledgement waits up to ackDelay for
+	// more messages to cover: one ack per message at a steady trickle costs the server
+	// as much as the messages themselves.
+	ackDelay := min(maxAckDelay, ackWait/10)
+	ackTimer := time.NewTimer(ackDelay)
+	ackTimer.Stop()
+	defer ackTimer.Stop()
+	armed := false
 	for {
 		var m jetstream.Msg
 		var ok bool
 		select {
 		case m, ok = <-msgs:
 		default:
-			flush() // caught up: acknowledge now
+			if handled != nil && !armed {
+				ackTimer.Reset(ackDelay)
+				armed = true
+			}
 			select {
 			case m, ok = <-msgs:
+			case <-ackTimer.C:
+				armed = false
+				flush()
+				continue
 			case <-ctx.Done():
+				flush()
 				w.giveBack(it, msgs, nil)
 				return nil
 			}
