@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -579,4 +581,35 @@ func TestConsumerOrderAcrossServerRestart(t *testing.T) {
 	stop()
 	_ = con.Close()
 	_ = pub.Close()
+}
+
+// The embedded server serves other processes on its listen address: a child process
+// (this test binary, re-executed) publishes through it by URL.
+func TestEmbeddedServesOtherProcesses(t *testing.T) {
+	if url := os.Getenv("HL_TEST_CHILD_NATS_URL"); url != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		b, err := natsstream.New(ctx, natsstream.Options{URL: url, Name: "child"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		if err := b.Publish(ctx, "xproc", stream.Message{Key: "k", ID: "from-child", Data: []byte(fmt.Sprint(os.Getpid()))}); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	srv := natstest.Start(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEmbeddedServesOtherProcesses$")
+	cmd.Env = append(os.Environ(), "HL_TEST_CHILD_NATS_URL="+srv.ClientURL())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child process: %v\n%s", err, out)
+	}
+	b := newBackend(t, testOptions(t, srv.ClientURL()))
+	c := newCollector()
+	consume(t, b, stream.Subscription{Topic: "xproc", Group: "g"}, c.handle)
+	waitFor(t, 60*time.Second, func() string { return "the child's message did not arrive" }, func() bool { return c.distinct() == 1 })
+	if d := c.snapshot()[0]; d.ID != "from-child" || string(d.Data) == fmt.Sprint(os.Getpid()) {
+		t.Fatalf("delivery %+v", d)
+	}
 }

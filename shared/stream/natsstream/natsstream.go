@@ -588,6 +588,12 @@ func (b *Backend) Consume(ctx context.Context, sub stream.Subscription, h stream
 	if err := sub.Validate(); err != nil {
 		return err
 	}
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if h == nil && !closed {
+		return fmt.Errorf("%w: nil handler", stream.ErrInvalid)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b.mu.Lock()
