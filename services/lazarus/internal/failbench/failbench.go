@@ -520,8 +520,17 @@ func (r Run) phases() ([]time.Duration, bool) {
 	if r.Err != "" || r.FirstAck.IsZero() || r.Routed.IsZero() || r.Alerted.IsZero() {
 		return nil, false
 	}
-	return []time.Duration{r.Alerted.Sub(r.Kill), r.Decided.Sub(r.Alerted), r.Promoted.Sub(r.Decided), r.Routed.Sub(r.Promoted), r.FirstAck.Sub(r.Routed)}, true
+	alerted := r.Alerted
+	if r.AlertBeforeKill() {
+		alerted = r.Decided // detection was lazarus's own re-check of the open alert
+	}
+	return []time.Duration{alerted.Sub(r.Kill), r.Decided.Sub(alerted), r.Promoted.Sub(r.Decided), r.Routed.Sub(r.Promoted), r.FirstAck.Sub(r.Routed)}, true
 }
+
+// AlertBeforeKill reports a failover decided on an alert opened before the kill: an
+// incident still open (judged a false alarm) that lazarus kept watching, whose next
+// reconcile pass saw the primary gone.
+func (r Run) AlertBeforeKill() bool { return !r.Alerted.IsZero() && r.Alerted.Before(r.Kill) }
 
 // Total is kill -9 to the first acknowledged write on the new primary.
 func (r Run) Total() time.Duration {
@@ -570,6 +579,7 @@ func (res Result) Table() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "detection: %s\n\n", res.Detection)
 	fmt.Fprintf(&b, "| run | %s | kill→first ack | loss window |\n| --- |%s --- | --- |\n", strings.Join(Phase, " | "), strings.Repeat(" --- |", len(Phase)))
+	footnote := false
 	for _, r := range res.Runs {
 		ph, ok := r.phases()
 		if !ok {
@@ -580,7 +590,14 @@ func (res Result) Table() string {
 		for i, d := range ph {
 			cells[i] = fmtDur(d)
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %d B |\n", r.N, strings.Join(cells, " | "), fmtDur(r.Total()), r.LossWindow)
+		mark := ""
+		if r.AlertBeforeKill() {
+			mark, footnote = " *", true
+		}
+		fmt.Fprintf(&b, "| %d%s | %s | %s | %d B |\n", r.N, mark, strings.Join(cells, " | "), fmtDur(r.Total()), r.LossWindow)
+	}
+	if footnote {
+		fmt.Fprintf(&b, "\n\\* the alert was opened before the kill (an open incident lazarus judged healthy and kept watching); the failover was decided by lazarus's next reconcile pass, counted as detection.\n\n")
 	}
 	total, meds, n := res.Median()
 	if n > 0 {
