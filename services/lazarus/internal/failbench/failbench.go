@@ -596,9 +596,6 @@ func (res Result) Table() string {
 		}
 		fmt.Fprintf(&b, "| %d%s | %s | %s | %d B |\n", r.N, mark, strings.Join(cells, " | "), fmtDur(r.Total()), r.LossWindow)
 	}
-	if footnote {
-		fmt.Fprintf(&b, "\n\\* the alert was opened before the kill (an open incident lazarus judged healthy and kept watching); the failover was decided by lazarus's next reconcile pass, counted as detection.\n\n")
-	}
 	total, meds, n := res.Median()
 	if n > 0 {
 		var sum time.Duration
@@ -610,6 +607,9 @@ func (res Result) Table() string {
 			cells[i] = fmt.Sprintf("%s (%.0f%%)", fmtDur(d), 100*float64(d)/float64(max(sum, 1)))
 		}
 		fmt.Fprintf(&b, "| **median of %d** | %s | **%s** | |\n", n, strings.Join(cells, " | "), fmtDur(total))
+	}
+	if footnote {
+		fmt.Fprintf(&b, "\n\\* the alert was opened before the kill (an open incident lazarus judged healthy and kept watching); the failover was decided by lazarus's next reconcile pass, counted as detection.\n")
 	}
 	check := "FAILED"
 	if res.CheckOK {
