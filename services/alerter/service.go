@@ -440,7 +440,7 @@ func (s *Service) count(e *entry) {
 		s.m.shards.WithLabelValues(string(st)).Inc()
 		e.state = st
 	}
-	if f := e.m.Persisted().Flapping; f != e.flapping {
+	if f := e.m.Flapping(); f != e.flapping {
 		if f {
 			s.m.flapping.Inc()
 		} else {

@@ -154,6 +154,9 @@ type Shard struct {
 	maxEpoch      uint64
 	state         events.State
 
+	// scratch backs the vote's slices between evaluations (no allocation per heartbeat).
+	scratch [2][]*agent
+
 	p Persisted
 }
 
@@ -178,6 +181,9 @@ func (s *Shard) LastArrival() time.Time { return s.lastArrival }
 
 // Agents is the number of agents the shard has heard from.
 func (s *Shard) Agents() int { return len(s.agents) }
+
+// Flapping reports whether the shard is flapping.
+func (s *Shard) Flapping() bool { return s.p.Flapping }
 
 // Persisted returns a copy of the state to persist.
 func (s *Shard) Persisted() Persisted { return s.p.Clone() }
@@ -366,7 +372,9 @@ type vote struct {
 }
 
 func (s *Shard) vote(now time.Time) vote {
-	v := vote{now: now, epoch: s.maxEpoch, free: [3]bool{true, true, true}}
+	v := vote{now: now, epoch: s.maxEpoch, free: [3]bool{true, true, true},
+		recent: s.scratch[0][:0], failing: s.scratch[1][:0]}
+	defer func() { s.scratch[0], s.scratch[1] = v.recent[:0], v.failing[:0] }()
 	for _, a := range s.agents {
 		if now.Sub(a.arrived) <= a.recencyWindow(s.cfg) {
 			v.recent = append(v.recent, a)
@@ -439,6 +447,16 @@ func (s *Shard) flagCond(v vote, i int) events.AlertCode {
 // currentPrimary is the address of the highest epoch among the recent agents; among
 // equals, the one most agents probe, then the one heard last.
 func (s *Shard) currentPrimary(recent []*agent) string {
+	same := true
+	for _, a := range recent[1:] {
+		if a.primary != recent[0].primary {
+			same = false
+			break
+		}
+	}
+	if same {
+		return recent[0].primary // the common case: every agent probes the same node
+	}
 	type cand struct {
 		epoch uint64
 		votes int
@@ -540,25 +558,25 @@ func (s *Shard) evaluate(now time.Time, byTimer bool) []Decision {
 		return nil
 	}
 	var out []Decision
-	changed := false
+	changes := 0
 	if inc := s.p.Incident; inc != nil {
 		switch {
 		case s.recovered(inc, v):
 			out = append(out, s.resolve(v))
-			changed = true
+			changes++
 		case v.cond != "" && rank(v.cond) > rank(inc.Code):
-			out = append(out, s.escalate(v, inc, v.cond, &changed, ""))
+			out = append(out, s.escalate(v, inc, v.cond, &changes, ""))
 		case v.cond == events.AlertPrimaryDown && inc.Code == events.AlertPrimaryDown && len(v.down) > inc.MaxAgentsDown:
-			out = append(out, s.escalate(v, inc, v.cond, &changed,
+			out = append(out, s.escalate(v, inc, v.cond, &changes,
 				fmt.Sprintf("More agents see it down now (%d, was %d). ", len(v.down), inc.MaxAgentsDown)))
 		}
 	}
 	if s.p.Incident == nil && v.cond != "" {
 		out = append(out, s.open(v))
-		changed = true
+		changes++
 	}
 	s.state = s.stateOf(v, s.p.Incident)
-	if changed {
+	for ; changes > 0; changes-- {
 		s.p.Changes = append(s.p.Changes, now)
 	}
 	// Flapping starts and stops with the number of changes inside the window.
@@ -634,7 +652,7 @@ func (s *Shard) correlate(inc *Incident, v vote) {
 	}
 }
 
-func (s *Shard) escalate(v vote, inc *Incident, code events.AlertCode, changed *bool, prefix string) Decision {
+func (s *Shard) escalate(v vote, inc *Incident, code events.AlertCode, changes *int, prefix string) Decision {
 	if inc.Code != code {
 		inc.Code, inc.Severity = code, severity(code)
 		if inc.FirstFailure.IsZero() {
@@ -651,7 +669,7 @@ func (s *Shard) escalate(v vote, inc *Incident, code events.AlertCode, changed *
 	}
 	if st := s.stateOf(v, inc); st != inc.State {
 		inc.State = st
-		*changed = true
+		*changes++
 	}
 	d := s.decision(events.KindAlertEscalated, v, inc)
 	d.Alert.Reason = prefix + s.reason(code, v, inc)
