@@ -6,7 +6,9 @@
 //	                              needs nothing but redis-server);
 //	                              "nats://host:4222[,nats://...]": a NATS cluster;
 //	                              "kinesis://PREFIX?region=R[&endpoint=URL]": Amazon
-//	                              Kinesis streams named PREFIX-<topic>.
+//	                              Kinesis streams named PREFIX-<topic>; optional
+//	                              shards=N (created streams), create=true|false,
+//	                              poll=D and min_get=D (GetRecords pacing).
 //	HEARTLINE_KV      (-kv)       "" follows the stream: JetStream KV for NATS, and for
 //	                              Kinesis a file next to the data dir;
 //	                              "nats": JetStream KV bucket "heartline";
@@ -26,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -92,6 +95,20 @@ func (c Config) Validate(p *config.Problems) {
 			p.Addf("stream %q: kinesis://PREFIX needs a stream name prefix", c.Stream)
 		} else if u.Query().Get("region") == "" {
 			p.Addf("stream %q: kinesis needs ?region=", c.Stream)
+		}
+		if u != nil {
+			for _, k := range []string{"poll", "min_get"} {
+				if v := u.Query().Get(k); v != "" {
+					if _, err := time.ParseDuration(v); err != nil {
+						p.Addf("stream %q: %s=%q is not a duration", c.Stream, k, v)
+					}
+				}
+			}
+			if v := u.Query().Get("shards"); v != "" {
+				if n, err := strconv.Atoi(v); err != nil || n < 1 {
+					p.Addf("stream %q: shards=%q: want a positive number", c.Stream, v)
+				}
+			}
 		}
 	}
 	switch {
@@ -227,8 +244,13 @@ func (pl *Platform) openKinesis(ctx context.Context, c Config, log zerolog.Logge
 	}
 	pl.KV = store
 	shards, _ := strconv.Atoi(q.Get("shards"))
+	// poll and min_get tune GetRecords pacing: AWS allows 5 calls per second per shard
+	// (the 200 ms default); kinesalite has no such limit.
+	poll, _ := time.ParseDuration(q.Get("poll"))
+	minGet, _ := time.ParseDuration(q.Get("min_get"))
 	b, err := kinesisstream.New(kinesisstream.Options{Client: client, StreamPrefix: u.Host,
-		Create: createWanted(q, endpoint), ShardCount: int32(shards), Checkpoints: store, Log: log})
+		Create: createWanted(q, endpoint), ShardCount: int32(shards), Checkpoints: store,
+		PollInterval: poll, MinGetInterval: minGet, Log: log})
 	if err != nil {
 		return fmt.Errorf("opening the Kinesis stream backend: %w", err)
 	}
