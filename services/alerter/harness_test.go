@@ -199,8 +199,15 @@ type delivered struct {
 
 func readAlerts(t *testing.T, srv *memstream.Server) *alertReader {
 	t.Helper()
-	r := &alertReader{marks: map[string]bool{}}
 	c := srv.New()
+	t.Cleanup(func() { _ = c.Close() })
+	return readAlertsFrom(t, c)
+}
+
+// readAlertsFrom reads the alerts topic through c.
+func readAlertsFrom(t *testing.T, c stream.Consumer) *alertReader {
+	t.Helper()
+	r := &alertReader{marks: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -222,7 +229,7 @@ func readAlerts(t *testing.T, srv *memstream.Server) *alertReader {
 				return nil
 			})
 	}()
-	t.Cleanup(func() { cancel(); <-done; _ = c.Close() })
+	t.Cleanup(func() { cancel(); <-done })
 	return r
 }
 
