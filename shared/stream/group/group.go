@@ -82,6 +82,9 @@ type owned struct {
 	lease  lease.Lease
 	cancel context.CancelFunc
 	done   chan struct{}
+	// expiry cancels Work when the lease runs out unrenewed (the store unreachable),
+	// so that this member stops before another one may take the partition over.
+	expiry *time.Timer
 }
 
 type balancer struct {
@@ -142,6 +145,7 @@ func (b *balancer) tick(ctx context.Context) {
 		case err == nil:
 			b.mu.Lock()
 			o.lease = l
+			o.expiry.Reset(b.untilExpiry(l))
 			b.mu.Unlock()
 		case errors.Is(err, lease.ErrLost):
 			b.Log.Warn().Str("partition", p).Msg("partition lease lost; stopping its consumer")
@@ -173,8 +177,13 @@ func (b *balancer) tick(ctx context.Context) {
 	}
 	live := 0
 	for _, m := range members {
-		if m.Live(now) && m.Owner != b.Member {
+		switch {
+		case m.Live(now) && m.Owner != b.Member:
 			live++
+		case !m.Live(now) && now.Sub(m.Expires) > b.TTL:
+			// A member gone for a whole TTL (a crashed process, or one with a random
+			// instance id): forget it so the store does not fill with dead members.
+			_ = b.Leases.Store.Delete(ctx, m.Key, m.Revision)
 		}
 	}
 	live++ // this member
@@ -227,6 +236,10 @@ func (b *balancer) snapshot() map[string]*owned {
 func (b *balancer) start(ctx context.Context, p string, l lease.Lease) {
 	wctx, cancel := context.WithCancel(ctx)
 	o := &owned{lease: l, cancel: cancel, done: make(chan struct{})}
+	o.expiry = time.AfterFunc(b.untilExpiry(l), func() {
+		b.Log.Warn().Str("partition", p).Msg("partition lease expired unrenewed; stopping its consumer")
+		cancel()
+	})
 	b.mu.Lock()
 	b.owned[p] = o
 	b.mu.Unlock()
@@ -235,6 +248,16 @@ func (b *balancer) start(ctx context.Context, p string, l lease.Lease) {
 		defer close(o.done)
 		b.Work(wctx, p)
 	}()
+}
+
+// untilExpiry is how long Work may run on l without a renewal: until half an interval
+// before the lease expires on our clock.
+func (b *balancer) untilExpiry(l lease.Lease) time.Duration {
+	d := time.Until(l.Expires) - b.Interval/2
+	if d < 0 {
+		return 0
+	}
+	return d
 }
 
 // stop cancels a partition's Work, waits for it, and (when release) gives the lease up.
@@ -246,6 +269,7 @@ func (b *balancer) stop(ctx context.Context, p string, release bool) {
 	if o == nil {
 		return
 	}
+	o.expiry.Stop()
 	o.cancel()
 	<-o.done
 	if release {
@@ -259,11 +283,19 @@ func (b *balancer) stop(ctx context.Context, p string, release bool) {
 }
 
 func (b *balancer) shutdown() {
+	// One deadline for the whole shutdown, and partitions released in parallel: with
+	// the store unreachable, a member must not take 5 s per partition to exit.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	var wg sync.WaitGroup
 	for p := range b.snapshot() {
-		b.stop(ctx, p, true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.stop(ctx, p, true)
+		}()
 	}
+	wg.Wait()
 	if b.member.Key != "" {
 		_ = b.Leases.Release(ctx, b.member)
 	}

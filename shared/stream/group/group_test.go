@@ -2,13 +2,16 @@ package group
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/heartline/heartline/shared/kv"
 	"github.com/heartline/heartline/shared/kv/memkv"
 	"github.com/heartline/heartline/shared/lease"
 )
@@ -102,5 +105,45 @@ func TestBadConfig(t *testing.T) {
 	err := Run(context.Background(), Config{Prefix: "x", Member: "m"})
 	if err == nil {
 		t.Fatal("want an error for a config without Partitions/Work/Store")
+	}
+}
+
+// failingStore fails every call once broken, as an unreachable store would.
+type failingStore struct {
+	*memkv.Store
+	broken atomic.Bool
+}
+
+func (f *failingStore) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	if f.broken.Load() {
+		return 0, errors.New("store unreachable")
+	}
+	return f.Store.Update(ctx, key, value, rev)
+}
+
+func (f *failingStore) List(ctx context.Context, prefix string) ([]kv.Entry, error) {
+	if f.broken.Load() {
+		return nil, errors.New("store unreachable")
+	}
+	return f.Store.List(ctx, prefix)
+}
+
+func TestWorkStopsBeforeAnUnrenewedLeaseExpires(t *testing.T) {
+	store := &failingStore{Store: memkv.New()}
+	tr := &tracker{working: map[string]string{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const ttl = 600 * time.Millisecond
+	go func() {
+		_ = Run(ctx, Config{Leases: lease.Manager{Store: store}, Prefix: "stream.t.g", Member: "a",
+			TTL: ttl, Interval: 50 * time.Millisecond, Log: zerolog.Nop(),
+			Partitions: func(context.Context) ([]string, error) { return []string{"0", "1"}, nil }, Work: tr.work("a")})
+	}()
+	waitFor(t, "a to own both partitions", func() bool { return tr.count("a") == 2 })
+	broke := time.Now()
+	store.broken.Store(true)
+	waitFor(t, "work to stop", func() bool { return tr.count("a") == 0 })
+	if since := time.Since(broke); since > 2*ttl {
+		t.Fatalf("work ran %s after renewals stopped, past the %s lease", since, ttl)
 	}
 }
