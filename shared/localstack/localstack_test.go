@@ -1,0 +1,165 @@
+package localstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/heartline/heartline/shared/logging"
+	"github.com/heartline/heartline/shared/redistest"
+	"github.com/heartline/heartline/shared/testbin"
+)
+
+func binaries(t *testing.T) Binaries {
+	t.Helper()
+	return Binaries{Agent: testbin.Build(t, Agent), Alerter: testbin.Build(t, Alerter), Lazarus: testbin.Build(t, Lazarus),
+		Ratequeue: testbin.Build(t, Ratequeue)}
+}
+
+// lockedBuf collects the launcher's log lines from several goroutines.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// alive reports whether pid still exists (a zombie counts as gone: it is only waiting
+// to be reaped).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	out, err := exec.Command("ps", "-o", "stat=", "-p", fmt.Sprint(pid)).Output()
+	return err == nil && !strings.HasPrefix(strings.TrimSpace(string(out)), "Z")
+}
+
+// pgrep lists the processes whose command line contains pattern.
+func pgrep(t *testing.T, pattern string) string {
+	t.Helper()
+	out, err := exec.Command("pgrep", "-af", pattern).Output()
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
+		t.Fatalf("pgrep -af %q: %v", pattern, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Two shards of a primary and a replica, an agent beside each of the four nodes, the
+// alerter, two lazarus and two ratequeue serve instances over the embedded NATS
+// server: everything answers /readyz, a link hook sees both links, kill -9 of a
+// primary ends in a new primary at epoch 2 in the kv topology (the real detection and
+// failover pipeline), and Stop leaves no process behind.
+func TestStackFailsOverAndStopsClean(t *testing.T) {
+	bins := binaries(t)
+	logs := &lockedBuf{}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	var linkMu sync.Mutex
+	var links []string
+	st, err := Start(ctx, Options{Dir: dir, Bins: bins, Shards: 2, Replicas: 1, RatequeueInstances: 2, Log: logging.Test(logs),
+		Link: func(from, to, upstream string) (string, error) {
+			linkMu.Lock()
+			defer linkMu.Unlock()
+			links = append(links, from+"->"+to)
+			return upstream, nil // no proxy: the hook only has to be called
+		}})
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, logs.String())
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = st.Stop()
+		}
+	}()
+	if got := strings.Join(links, ","); got != "agents->stream,client->ratequeue,client->ratequeue" {
+		t.Fatalf("links routed: %s", got)
+	}
+	if n := len(st.ServicesNamed(Agent)); n != 4 {
+		t.Fatalf("%d agents, want one beside each of the 4 nodes", n)
+	}
+	for _, svc := range st.Services {
+		resp, err := http.Get("http://" + svc.HTTP + "/readyz")
+		if err != nil {
+			t.Fatalf("%s-%d: %v", svc.Name, svc.Instance, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s-%d /readyz: %d %s", svc.Name, svc.Instance, resp.StatusCode, b)
+		}
+	}
+	m, err := st.Topology(ctx)
+	if err != nil || len(m.Shards) != 2 || m.Shards[0].Epoch != 1 {
+		t.Fatalf("seeded topology: %+v %v", m, err)
+	}
+
+	victim := st.Node(m.Shards[0].Primary)
+	if victim == nil {
+		t.Fatalf("no node at %s", m.Shards[0].Primary)
+	}
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	redistest.WaitFor(t, 90*time.Second, "shard-1 failed over in the kv topology", func() bool {
+		cur, err := st.Topology(ctx)
+		return err == nil && cur.Shards[0].Epoch == 2 && cur.Shards[0].Primary == m.Shards[0].Replicas[0]
+	})
+	t.Logf("kill -9 to the new topology: %s", time.Since(killed).Round(time.Millisecond))
+
+	pids := st.PIDs()
+	if len(pids) != 3+len(st.Services) { // 3 Redis nodes left alive
+		t.Fatalf("%d pids for 3 nodes and %d services", len(pids), len(st.Services))
+	}
+	if err := st.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	stopped = true
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Errorf("pid %d still alive after Stop", pid)
+		}
+	}
+	if left := pgrep(t, dir); left != "" {
+		t.Errorf("processes left behind:\n%s", left)
+	}
+	for _, n := range st.Nodes() {
+		if left := pgrep(t, "redis-server "+n.Addr()); left != "" {
+			t.Errorf("redis node left behind:\n%s", left)
+		}
+	}
+}
+
+// Bad options are reported together, before anything starts.
+func TestBadOptions(t *testing.T) {
+	_, err := Start(context.Background(), Options{Shards: -1, Stream: "kafka", Bins: Binaries{Agent: "/nonexistent/agent"}})
+	if !errors.Is(err, ErrBadOptions) {
+		t.Fatalf("want ErrBadOptions, got %v", err)
+	}
+	for _, want := range []string{"Dir is required", "Shards -1", `Stream "kafka"`, "agent binary", "no alerter binary"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}
