@@ -164,6 +164,9 @@ func benchAlerterProcess(b *testing.B, shards int, dur time.Duration) {
 	cmd := exec.Command(bin, "-stream", e.ClientURL(), "-kv", "nats", "-http-listen", addr, "-instance", "bench-alerter",
 		"-log-level", "warn", "-log-format", "json", "-data-dir", dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if g := os.Getenv("ALERTER_BENCH_GOGC"); g != "" {
+		cmd.Env = append(os.Environ(), "GOGC="+g) // to weigh GC tuning
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		droppedShard: prometheus.NewCounter(prometheus.CounterOpts{Name: "alerter_shards_handed_over_total",
 			Help: "Shards dropped from memory because another instance claimed them."}),
 		stalled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "alerter_input_stalled",
-			Help: "1 while most shards went silent at once (the stream or the consumer stalled); AGENT_LOST is not decided meanwhile."}),
+			Help: "1 while many shards went silent at once (at least 10 and 10% of those tracked: the stream or the consumer stalled); AGENT_LOST is not decided meanwhile."}),
 	}
 	reg.MustRegister(m.stalled, m.heartbeats, m.shards, m.flapping, m.alerts, m.latency, m.delay, m.lag, m.kvErrors,
 		m.publishErrs, m.conflicts, m.droppedShard)

@@ -311,11 +311,14 @@ func (s *Service) Handle(ctx context.Context, d stream.Delivery) error {
 // Silence is measured on the alerter's clock, so it is only evidence while this
 // instance keeps up with the stream. A shard's timer decisions are suspended while the
 // last heartbeat handled on its partition was older than half of agent-lost-after (the
-// consumer is behind there), and
-// while at least massSilenceShards shards and at least half of those tracked went
-// silent together (the stream or this consumer stalled: that is not thousands of lost
-// agents).
-const massSilenceShards = 10
+// consumer is behind there); and every shard's are suspended while at least
+// massSilenceShards shards, and at least massSilencePercent of the tracked ones, went
+// silent together: the stream, or this consumer, stalled (a whole shard's agents die
+// one host at a time, not by the thousand within seconds).
+const (
+	massSilenceShards  = 10
+	massSilencePercent = 10
+)
 
 // Tick evaluates every shard on the clock. Run calls it every Config.Tick; tests call
 // it directly.
@@ -343,7 +346,7 @@ func (s *Service) Tick(ctx context.Context) {
 		return true
 	})
 	s.m.lag.Set(maxLag.Seconds())
-	stalled := tracked >= massSilenceShards && 2*silent >= tracked
+	stalled := silent >= massSilenceShards && 100*silent >= massSilencePercent*tracked
 	if stalled != s.stalled.Swap(stalled) {
 		s.m.stalled.Set(map[bool]float64{true: 1}[stalled])
 		if stalled {
