@@ -311,10 +311,11 @@ func (s *Service) Handle(ctx context.Context, d stream.Delivery) error {
 // Silence is measured on the alerter's clock, so it is only evidence while this
 // instance keeps up with the stream. A shard's timer decisions are suspended while the
 // last heartbeat handled on its partition was older than half of agent-lost-after (the
-// consumer is behind there); and every shard's are suspended while at least
-// massSilenceShards shards, and at least massSilencePercent of the tracked ones, went
-// silent together: the stream, or this consumer, stalled (a whole shard's agents die
-// one host at a time, not by the thousand within seconds).
+// consumer is behind there), or while at least massSilenceShards shards, and at least
+// massSilencePercent of the tracked ones, of its partition went silent together; and
+// every shard's are suspended while that holds over all shards: the stream, or this
+// consumer, stalled (a whole shard's agents die one host at a time, not by the thousand
+// within seconds).
 const (
 	massSilenceShards  = 10
 	massSilencePercent = 10
@@ -331,14 +332,31 @@ func (s *Service) Tick(ctx context.Context) {
 	s.mu.Unlock()
 	now := s.now()
 	lost := s.cfg.Detector.AgentLostAfter
-	tracked, silent := 0, 0
+	// Count silent shards over all, and per stream partition: a partition whose
+	// consumer stalls silences its shards alone.
+	type count struct{ tracked, silent int }
+	var total count
+	perPart := map[*atomic.Int64]*count{}
 	for _, e := range all {
-		if h := e.heard.Load(); h != 0 {
-			tracked++
-			if now.Sub(time.Unix(0, h)) >= lost {
-				silent++
-			}
+		h := e.heard.Load()
+		if h == 0 {
+			continue
 		}
+		p := e.part.Load()
+		c := perPart[p]
+		if c == nil {
+			c = &count{}
+			perPart[p] = c
+		}
+		total.tracked++
+		c.tracked++
+		if now.Sub(time.Unix(0, h)) >= lost {
+			total.silent++
+			c.silent++
+		}
+	}
+	massSilent := func(c count) bool {
+		return c.silent >= massSilenceShards && 100*c.silent >= massSilencePercent*c.tracked
 	}
 	maxLag := time.Duration(0)
 	s.parts.Range(func(_, v any) bool {
@@ -346,26 +364,27 @@ func (s *Service) Tick(ctx context.Context) {
 		return true
 	})
 	s.m.lag.Set(maxLag.Seconds())
-	stalled := silent >= massSilenceShards && 100*silent >= massSilencePercent*tracked
+	stalled := massSilent(total)
 	if stalled != s.stalled.Swap(stalled) {
 		s.m.stalled.Set(map[bool]float64{true: 1}[stalled])
 		if stalled {
-			s.log.Error().Int("silent_shards", silent).Int("tracked_shards", tracked).Dur("silent_for", lost).
-				Msg("no heartbeats from most shards at once: the stream or this alerter's consumer is stalled; not calling their agents lost")
+			s.log.Error().Int("silent_shards", total.silent).Int("tracked_shards", total.tracked).Dur("silent_for", lost).
+				Msg("no heartbeats from many shards at once: the stream or this alerter's consumer is stalled; not calling their agents lost")
 		} else {
-			s.log.Info().Int("silent_shards", silent).Int("tracked_shards", tracked).Msg("heartbeats flow again")
+			s.log.Info().Int("silent_shards", total.silent).Int("tracked_shards", total.tracked).Msg("heartbeats flow again")
 		}
 	}
 	for _, e := range all {
 		if ctx.Err() != nil {
 			return
 		}
-		// A shard's silence means nothing while its partition's consumer is behind.
-		lagging := false
+		// A shard's silence means nothing while its partition's consumer is behind or
+		// stalled.
+		blind := stalled
 		if p := e.part.Load(); p != nil {
-			lagging = time.Duration(p.Load()) > lost/2
+			blind = blind || time.Duration(p.Load()) > lost/2 || massSilent(*perPart[p])
 		}
-		s.tickOne(ctx, e, lagging || stalled)
+		s.tickOne(ctx, e, blind)
 	}
 }
 

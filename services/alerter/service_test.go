@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -609,5 +610,50 @@ func TestLaggingConsumerDecidesNoSilence(t *testing.T) {
 	svc.Tick(ctx)
 	if got := summary(reader.sync(t, pub, "shard-1")); !slices.Equal(got, []string{"alert.opened AGENT_LOST #1"}) {
 		t.Fatalf("shard-1 after its partition caught up: %v", got)
+	}
+}
+
+// TestStalledPartitionIsNotAgentLoss: when the consumer of one stream partition stalls,
+// all its shards fall silent together (here 15 of 240 shards: under the fleet-wide
+// threshold): no AGENT_LOST for them; a single silent shard elsewhere is AGENT_LOST.
+func TestStalledPartitionIsNotAgentLoss(t *testing.T) {
+	srv := memstream.NewServer(memstream.Options{Partitions: 2, LeaseTTL: time.Second})
+	clock := &fakeClock{t: t0}
+	reader := readAlerts(t, srv)
+	pub := srv.New()
+	defer pub.Close()
+	svc := startService(t, srv, memkv.New(), svcOpts{clock: clock.Now})
+	ctx := context.Background()
+	feed := func(seq uint64, skip func(p, i int) bool) {
+		t.Helper()
+		for p := 0; p < 16; p++ {
+			for i := 0; i < 15; i++ {
+				if skip(p, i) {
+					continue
+				}
+				d := delivery(t, hb(fmt.Sprintf("p%d-s%d", p, i), "a", seq, true, clock.Now()))
+				d.Partition = strconv.Itoa(p)
+				if err := svc.Handle(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	feed(1, func(int, int) bool { return false })
+	for seq := uint64(2); seq < 22; seq++ {
+		clock.Add(250 * time.Millisecond)
+		feed(seq, func(p, i int) bool { return p == 1 || p == 2 && i == 0 }) // partition 1 stalls; p2-s0's agent dies
+		svc.Tick(ctx)
+	}
+	if got := summary(reader.sync(t, pub, "p2-s0")); !slices.Equal(got, []string{"alert.opened AGENT_LOST #1"}) {
+		t.Errorf("p2-s0: %v", got)
+	}
+	for i := 0; i < 15; i++ {
+		if got := reader.sync(t, pub, fmt.Sprintf("p1-s%d", i)); len(got) != 0 {
+			t.Fatalf("p1-s%d: %v while its partition stalled", i, summary(got))
+		}
+	}
+	if testutil.ToFloat64(svc.m.stalled) != 0 {
+		t.Error("one stalled partition of sixteen reported as the whole input stalled")
 	}
 }
