@@ -706,6 +706,35 @@ func (s *Stack) waitReady(ctx context.Context, svc *Service) error {
 	}
 }
 
+// NotReady checks every service once and lists those that are not running or whose
+// /readyz does not answer 200 (empty: all ready).
+func (s *Stack) NotReady(ctx context.Context) []string {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	var out []string
+	for _, svc := range s.Services {
+		name := fmt.Sprintf("%s-%d", svc.Name, svc.Instance)
+		if svc.Proc == nil || !svc.Proc.Running() {
+			out = append(out, name+": not running")
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+svc.HTTP+"/readyz", nil)
+		if err != nil {
+			out = append(out, name+": "+err.Error())
+			continue
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			out = append(out, name+": "+err.Error())
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			out = append(out, fmt.Sprintf("%s: /readyz %d", name, resp.StatusCode))
+		}
+	}
+	return out
+}
+
 // ServicesNamed lists the instances of one service, in instance order.
 func (s *Stack) ServicesNamed(name string) []*Service {
 	var out []*Service
@@ -743,7 +772,10 @@ func (s *Stack) Stop() error {
 		for _, tier := range [][]string{{Ratequeue}, {Lazarus}, {Alerter}, {Agent}} {
 			errs = append(errs, s.stopServices(tier[0])...)
 		}
-		for pass := 0; pass < 3; pass++ {
+		// Two clean passes in a row: a supervisor outside (the chaos driver's) may be
+		// starting a node again right now.
+		clean := 0
+		for pass := 0; pass < 8 && clean < 2; pass++ {
 			alive := 0
 			for _, n := range s.Nodes() {
 				if n.Running() {
@@ -760,9 +792,11 @@ func (s *Stack) Stop() error {
 				}
 			}
 			if alive == 0 {
-				break
+				clean++
+			} else {
+				clean = 0
 			}
-			time.Sleep(200 * time.Millisecond) // a supervisor may be starting one right now
+			time.Sleep(250 * time.Millisecond)
 		}
 		if s.Platform != nil {
 			if err := s.Platform.Close(); err != nil {
