@@ -170,9 +170,13 @@ func (s *Settings) defaults() {
 
 // Directives are the redis.conf lines every node gets on top of redisproc's defaults
 // (persistence off, immediate diskless syncs, repl-timeout 5, min-replicas-max-lag 5):
-// an isolated primary refuses writes (docs/design.md, fencing).
+// an isolated primary refuses writes (docs/design.md, fencing), and a replica does not
+// keep the RDB file of its last full sync on disk (rdb-del-sync-files), so that a node
+// restarted by the supervisor comes back truly empty, as persistence off means: the
+// restart-wipe case the pack must survive.
 var Directives = [][2]string{
 	{"min-replicas-to-write", "1"},
+	{"rdb-del-sync-files", "yes"},
 }
 
 // Node is one redis-server of the stack.
@@ -290,9 +294,13 @@ func (o *Options) defaults() error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadOptions, err)
 	}
-	var err error
-	if o.Dir, err = filepath.Abs(o.Dir); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadOptions, err)
+	// Processes run in their own directories: every path must be absolute.
+	for _, p := range []*string{&o.Dir, &o.Bins.Agent, &o.Bins.Alerter, &o.Bins.Lazarus, &o.Bins.Ratequeue} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrBadOptions, err)
+		}
+		*p = abs
 	}
 	return nil
 }
