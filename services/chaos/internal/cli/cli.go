@@ -41,6 +41,7 @@ const usage = `chaos: Heartline's fault injector and experiment runner
   chaos run [flags] EXPERIMENT...          run experiments, write report.json and report.html
   chaos schedule [flags] EXPERIMENT...     Ratequeue Chaos: run experiments every -every on a random healthy shard
   chaos halt [flags]                       ask a running chaos serve to recover every active fault
+  chaos gameday [flags]                    start a local topology, run the game-day pack, print the summary
   chaos flags-table COMMAND                a command's flags as a Markdown table
 
 Exit codes: 0 success; 1 a hypothesis failed, a file is invalid, or a run could not
@@ -83,7 +84,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 		c.register(l, rest[0])
 		l.Table(env.Stdout)
 		return nil
-	case "serve", "run", "schedule", "halt":
+	case "serve", "run", "schedule", "halt", "gameday":
 	case "-h", "--help", "help":
 		fmt.Fprint(env.Stdout, usage)
 		return nil
@@ -107,6 +108,9 @@ func Run(ctx context.Context, args []string, env Env) error {
 	files := l.FlagSet().Args()
 	if (cmd == "run" || cmd == "schedule") && len(files) == 0 {
 		return &ExitError{2, fmt.Errorf("%w: chaos %s needs at least one experiment file", ErrUsage, cmd)}
+	}
+	if cmd == "gameday" {
+		return runGameday(ctx, c, files, rest, env)
 	}
 	log, err := logging.New(logging.Options{Service: "chaos", Level: c.LogLevel, Format: c.LogFormat, Out: env.Stderr})
 	if err != nil {

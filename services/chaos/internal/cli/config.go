@@ -65,17 +65,31 @@ type Config struct {
 
 	// halt (client)
 	API string
+
+	// gameday
+	BinDir         string
+	Pack           string
+	Only           []string
+	Out            string
+	Backend        string
+	Shards         int
+	Replicas       int
+	HealthyTimeout time.Duration
 }
 
 // register binds the flags a command uses.
 func (c *Config) register(l *config.Loader, cmd string) {
-	if cmd != "halt" {
+	if cmd != "halt" && cmd != "gameday" {
 		c.Connect.Register(l)
 	}
 	l.String(&c.LogLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	l.Shared("log-level")
 	l.String(&c.LogFormat, "log-format", "", `log format: json, console, or "" (console on a terminal)`)
 	l.Shared("log-format")
+	if cmd == "gameday" {
+		c.registerGameday(l)
+		return
+	}
 	if cmd == "halt" {
 		l.String(&c.API, "api", "http://127.0.0.1:8090", "chaos HTTP API base URL")
 		l.String(&c.Token, "token", "", "bearer token (prefer -token-file or CHAOS_TOKEN)")
@@ -120,9 +134,35 @@ func (c *Config) register(l *config.Loader, cmd string) {
 	}
 }
 
+// registerGameday binds the flags of chaos gameday: it builds its own topology, so it
+// has none of the driver and platform settings.
+func (c *Config) registerGameday(l *config.Loader) {
+	l.String(&c.BinDir, "bin-dir", "bin", "folder with the agent, alerter, lazarus and ratequeue binaries (./scripts/build)")
+	l.String(&c.Pack, "pack", "services/chaos/experiments", "folder of the game-day experiments (*.yaml, run in name order)")
+	l.List(&c.Only, "only", nil, "run only these experiments (file names without .yaml, such as kill-primary,pause-primary)")
+	l.String(&c.Out, "out", "", "folder for the reports, the summary and the topology's logs (default gameday-reports/<UTC time>)")
+	l.String(&c.Backend, "stream", "nats", "stream of the local topology: nats (embedded NATS with JetStream, NATS KV) or kinesis (kinesalite and dynalite)")
+	l.Int(&c.Shards, "shards", 3, "shards of the local topology")
+	l.Int(&c.Replicas, "replicas", 1, "replicas per shard")
+	l.Duration(&c.RedisRestartDelay, "redis-restart-delay", 3*time.Second, "the modelled supervisor's delay before it starts a dead Redis node again")
+	l.Duration(&c.HealthyTimeout, "healthy-timeout", 3*time.Minute, "how long to wait for every shard to be healthy (and every service ready) before the next experiment")
+	l.Duration(&c.Poll, "poll", 250*time.Millisecond, "how often probes and abort conditions are evaluated")
+}
+
 // Validate reports every problem.
 func (c *Config) Validate(cmd string) error {
 	var p config.Problems
+	if cmd == "gameday" {
+		p.Check(c.BinDir == "", "-bin-dir is required")
+		p.Check(c.Pack == "", "-pack is required")
+		p.Check(c.Backend != "nats" && c.Backend != "kinesis", "-stream %q: want nats or kinesis", c.Backend)
+		p.Check(c.Shards < 1 || c.Shards > 20, "-shards %d: want 1 to 20", c.Shards)
+		p.Check(c.Replicas < 1 || c.Replicas > 5, "-replicas %d: want 1 to 5", c.Replicas)
+		p.Check(c.RedisRestartDelay <= 0, "-redis-restart-delay must be positive (the pack relies on the supervisor)")
+		p.Positive("-healthy-timeout", c.HealthyTimeout)
+		p.Positive("-poll", c.Poll)
+		return p.Err()
+	}
 	if cmd == "halt" {
 		if err := c.loadToken(); err != nil {
 			p.Addf("%v", err)
