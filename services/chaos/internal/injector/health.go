@@ -2,6 +2,7 @@ package injector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -119,15 +120,42 @@ func (h ShardHealth) OpenAlert(ctx context.Context, shard string) error {
 	if h.KV == nil {
 		return nil
 	}
-	_, err := h.KV.Get(ctx, IncidentKey(shard))
+	e, err := h.KV.Get(ctx, IncidentKey(shard))
 	switch {
 	case err == nil:
-		return fmt.Errorf("%w: %s: the alerter has an open incident (%s)", ErrOpenAlert, shard, IncidentKey(shard))
+		if open, what := IncidentOpen(e.Value); open {
+			return fmt.Errorf("%w: %s: the alerter has an open incident (%s: %s)", ErrOpenAlert, shard, IncidentKey(shard), what)
+		}
+		return nil
 	case errors.Is(err, kv.ErrNotFound):
 		return nil
 	default:
 		return fmt.Errorf("%w: %s: cannot tell whether an incident is open: %v", ErrDegraded, shard, err)
 	}
+}
+
+// IncidentOpen reads the alerter's record of a shard (alerter.incident.<shard>). The
+// record outlives its incidents (it keeps the flap history), so only an open incident
+// or alerts decided but not yet published count. A record that does not decode counts
+// as open: chaos does not attack what it cannot judge.
+func IncidentOpen(b []byte) (bool, string) {
+	var r struct {
+		Incident *struct {
+			ID   string `json:"id"`
+			Code string `json:"code"`
+		} `json:"incident"`
+		Pending []json.RawMessage `json:"pending"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return true, "undecodable record: " + err.Error()
+	}
+	switch {
+	case r.Incident != nil:
+		return true, r.Incident.Code + " " + r.Incident.ID
+	case len(r.Pending) > 0:
+		return true, fmt.Sprintf("%d alert(s) decided and not yet published", len(r.Pending))
+	}
+	return false, ""
 }
 
 // AnyOpenAlert lists the shards with an open incident (kv and stream).
@@ -140,6 +168,9 @@ func (h ShardHealth) AnyOpenAlert(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 		for _, e := range entries {
+			if open, _ := IncidentOpen(e.Value); !open {
+				continue
+			}
 			s := strings.TrimPrefix(e.Key, "alerter.incident.")
 			if !seen[s] {
 				seen[s] = true

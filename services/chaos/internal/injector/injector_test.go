@@ -342,8 +342,16 @@ func TestRefusesDegradedShardsAndOpenAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	redistest.WaitFor(t, 15*time.Second, "replica link up", func() bool { i := s1.Replicas[0].Info(); return i.LinkUp && !i.SyncInProgress })
+	// The alerter's record keeps the flap history after its incident resolved: not an
+	// open alert.
+	if _, err := f.kv.Put(ctx, IncidentKey("s1"), []byte(`{"shard":"s1","last_incident_id":"i0","changes":["2026-01-01T00:00:00Z"],"flapping":false}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.inj.health.Check(ctx, "s1"); err != nil {
+		t.Fatalf("a resolved incident's record is not an open alert: %v", err)
+	}
 	// An open incident in kv.
-	if _, err := f.kv.Put(ctx, IncidentKey("s1"), []byte(`{"code":"PRIMARY_DOWN"}`)); err != nil {
+	if _, err := f.kv.Put(ctx, IncidentKey("s1"), []byte(`{"shard":"s1","incident":{"id":"i1","code":"PRIMARY_DOWN","severity":"critical","state":"HARD"}}`)); err != nil {
 		t.Fatal(err)
 	}
 	expect("open incident", ErrOpenAlert)

@@ -289,7 +289,7 @@ abort:
 
 func TestSteadyStateNotMetInjectsNothing(t *testing.T) {
 	rg := newRig(t, 1)
-	if _, err := rg.env.k.Put(context.Background(), injector.IncidentKey("s1"), []byte(`{}`)); err != nil {
+	if _, err := rg.env.k.Put(context.Background(), injector.IncidentKey("s1"), []byte(`{"shard":"s1","incident":{"id":"i1","code":"PRIMARY_DOWN"}}`)); err != nil {
 		t.Fatal(err)
 	}
 	x := parse(t, `title: t
