@@ -100,6 +100,10 @@ type Subscription struct {
 	Instance string
 	// Start applies to a group that does not exist yet.
 	Start Start
+	// Ephemeral marks a private group that lives only as long as this subscription (a
+	// watcher's random group): a backend may delete its state soon after the
+	// subscription ends instead of keeping it for the retention period.
+	Ephemeral bool
 }
 
 // Validate reports a bad subscription.

@@ -2,14 +2,11 @@ package natsstream
 
 import (
 	"bytes"
-	"fmt"
 	"net/textproto"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/heartline/heartline/shared/stream"
 )
 
 // wire encodes headers the way nats.go puts them on the wire (values trimmed, line
@@ -77,15 +74,4 @@ func fnv32a(s string) uint32 {
 		h *= 16777619
 	}
 	return h
-}
-
-func TestWavesKeepKeyOrder(t *testing.T) {
-	var msgs []stream.Message
-	for _, k := range []string{"a", "b", "a", "c", "a", "b"} {
-		msgs = append(msgs, stream.Message{Key: k})
-	}
-	got := fmt.Sprint(waves(msgs))
-	if got != "[[0 1 3] [2 5] [4]]" {
-		t.Fatalf("waves = %s", got)
-	}
 }

@@ -123,17 +123,33 @@ func jsOf(t *testing.T, url string) jetstream.JetStream {
 	return js
 }
 
-// stored counts the messages stored for topic over its partition streams.
+// stored counts the stream messages stored for topic over its partition streams
+// (unpacking packs).
 func stored(t *testing.T, url, topic string) uint64 {
 	t.Helper()
 	js := jsOf(t, url)
+	ctx := context.Background()
 	var n uint64
 	for p := 0; p < 16; p++ {
-		s, err := js.Stream(context.Background(), natsstream.StreamName(topic, p))
+		s, err := js.Stream(ctx, natsstream.StreamName(topic, p))
 		if err != nil {
 			t.Fatal(err)
 		}
-		n += s.CachedInfo().State.Msgs
+		st := s.CachedInfo().State
+		for seq := st.FirstSeq; st.Msgs > 0 && seq <= st.LastSeq; seq++ {
+			raw, err := s.GetMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs, err := natsstream.Unpack(raw.Header, raw.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += uint64(len(msgs))
+		}
 	}
 	return n
 }
@@ -611,5 +627,36 @@ func TestEmbeddedServesOtherProcesses(t *testing.T) {
 	waitFor(t, 60*time.Second, func() string { return "the child's message did not arrive" }, func() bool { return c.distinct() == 1 })
 	if d := c.snapshot()[0]; d.ID != "from-child" || string(d.Data) == fmt.Sprint(os.Getpid()) {
 		t.Fatalf("delivery %+v", d)
+	}
+}
+
+// An ephemeral group's consumers are removed by the server soon after the subscription
+// ends; a durable group's stay.
+func TestEphemeralGroupIsRemoved(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	o := testOptions(t, srv.ClientURL())
+	o.Partitions = 1
+	o.EphemeralInactive = time.Second
+	b := newBackend(t, o)
+	if err := b.Publish(ctx, "watch", msg("k", 0)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ephemeral := range []bool{true, false} {
+		c := newCollector()
+		stop := consume(t, b, stream.Subscription{Topic: "watch", Group: fmt.Sprint("g-", ephemeral), Ephemeral: ephemeral}, c.handle)
+		waitFor(t, 60*time.Second, func() string { return "nothing delivered" }, func() bool { return c.distinct() == 1 })
+		stop()
+	}
+	js := jsOf(t, srv.ClientURL())
+	consumer := func(group string) error {
+		_, err := js.Consumer(ctx, natsstream.StreamName("watch", 0), natsstream.ConsumerName(group, 0))
+		return err
+	}
+	waitFor(t, 60*time.Second, func() string { return "the ephemeral group's consumer is still there" }, func() bool {
+		return errors.Is(consumer("g-true"), jetstream.ErrConsumerNotFound)
+	})
+	if err := consumer("g-false"); err != nil {
+		t.Fatalf("durable group's consumer: %v", err)
 	}
 }

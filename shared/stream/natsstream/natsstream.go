@@ -14,9 +14,17 @@
 //   - headers: Hl-Key (the partition key), Nats-Msg-Id (the message id: JetStream drops
 //     a repeated id within the duplicate window; a key always maps to the same stream,
 //     so a message's repeats meet there);
+//   - packs (publish.go, pack.go): messages published to one partition while an
+//     earlier publish to it is in flight go out together as one JetStream message,
+//     whose Nats-Msg-Id derives from their ids. A pack retried by the backend is
+//     dropped as a duplicate; a message the caller publishes again after a failed call
+//     is de-duplicated when it travels alone, but may be stored twice when it lands in
+//     a different pack (delivery is at-least-once in any case);
 //   - per consumer group and partition one durable pull consumer, <group>_p<N>, with
 //     the ack-all policy: acknowledging a message acknowledges the partition's earlier
 //     ones, which is exact because they are handled strictly in order.
+//     A consumer is deleted by the server after MaxAge without a pull, or after
+//     EphemeralInactive for an ephemeral subscription (a watcher's private group).
 //
 // Members of a group share the partitions through leases in a kv.Store
 // (stream/group, keys stream.<topic>.<group>.{p,m}.*; by default the "heartline" NATS KV
@@ -39,13 +47,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -53,9 +58,7 @@ import (
 	"github.com/heartline/heartline/shared/backoff"
 	"github.com/heartline/heartline/shared/kv"
 	"github.com/heartline/heartline/shared/kv/natskv"
-	"github.com/heartline/heartline/shared/lease"
 	"github.com/heartline/heartline/shared/stream"
-	"github.com/heartline/heartline/shared/stream/group"
 )
 
 var (
@@ -98,8 +101,21 @@ type Options struct {
 	// DuplicateWindow is how long a message id is remembered for de-duplication
 	// (default 2 min).
 	DuplicateWindow time.Duration
-	// FetchBatch is how many messages a partition prefetches (default 256).
+	// FetchBatch is how many JetStream messages (plain messages or packs) a partition
+	// prefetches (default 256).
 	FetchBatch int
+	// FetchBytes bounds what a partition prefetches in bytes (default 8 MiB).
+	FetchBytes int
+	// PackBytes bounds a pack: consecutive messages of one partition published as one
+	// JetStream message (default 64 KiB, at most the server's max payload). A message
+	// larger than this goes alone.
+	PackBytes int
+	// PackMessages bounds the messages of one pack (default 256). A crash of a consumer
+	// in the middle of a pack redelivers the pack's messages already handled.
+	PackMessages int
+	// EphemeralInactive is how long the consumers of an ephemeral group (a watcher that
+	// crashed without deleting them) outlive their last pull (default 1 min).
+	EphemeralInactive time.Duration
 	// PublishTimeout bounds one publish attempt (default 5 s); failed attempts are
 	// retried with Retry until the caller's ctx ends.
 	PublishTimeout time.Duration
@@ -155,6 +171,18 @@ func (o *Options) defaults() error {
 	if o.FetchBatch <= 0 {
 		o.FetchBatch = 256
 	}
+	if o.FetchBytes <= 0 {
+		o.FetchBytes = 8 << 20
+	}
+	if o.PackBytes <= 0 {
+		o.PackBytes = 64 << 10
+	}
+	if o.PackMessages <= 0 {
+		o.PackMessages = 256
+	}
+	if o.EphemeralInactive <= 0 {
+		o.EphemeralInactive = time.Minute
+	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = 5 * time.Second
 	}
@@ -181,6 +209,7 @@ type Backend struct {
 	closed  bool
 	cancels map[*context.CancelFunc]struct{}
 	running sync.WaitGroup
+	lanes   map[string]*lane // by subject
 }
 
 type topicState struct {
@@ -188,6 +217,7 @@ type topicState struct {
 	partitions int
 	streams    []string
 	subjects   []string
+	lanes      []*lane
 }
 
 // New connects (or uses o.Conn) and returns a backend. Streams and consumers are
@@ -226,7 +256,7 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 		store = s
 	}
 	return &Backend{opts: o, nc: nc, ownConn: own, js: js, kv: store, log: o.Log,
-		topics: map[string]*topicState{}, cancels: map[*context.CancelFunc]struct{}{}}, nil
+		topics: map[string]*topicState{}, cancels: map[*context.CancelFunc]struct{}{}, lanes: map[string]*lane{}}, nil
 }
 
 // Conn is the backend's NATS connection (to share it with a natskv store).
@@ -288,10 +318,12 @@ func (b *Backend) topic(ctx context.Context, topic string) (*topicState, error) 
 			return nil, err
 		}
 	}
-	t = &topicState{topic: topic, partitions: parts, streams: make([]string, parts), subjects: make([]string, parts)}
+	t = &topicState{topic: topic, partitions: parts, streams: make([]string, parts), subjects: make([]string, parts),
+		lanes: make([]*lane, parts)}
 	for i := range t.subjects {
 		t.streams[i] = StreamName(topic, i)
 		t.subjects[i] = Subject(topic, i)
+		t.lanes[i] = b.laneOf(topic, t.subjects[i])
 	}
 	b.mu.Lock()
 	if prev := b.topics[topic]; prev != nil {
@@ -344,672 +376,6 @@ func (b *Backend) forget(topic string) {
 	b.mu.Lock()
 	delete(b.topics, topic)
 	b.mu.Unlock()
-}
-
-// check validates a message, including against the server's payload limit.
-func (b *Backend) check(topic string, m stream.Message) error {
-	if err := stream.CheckMessage(topic, m); err != nil {
-		return err
-	}
-	h, id := encodeHeaders(m.Key, m.ID)
-	if max := b.nc.MaxPayload(); max > 0 && int64(len(m.Data)+headerSize(h, id)) > max {
-		return fmt.Errorf("%w: %d bytes with headers, the NATS server accepts at most %d", stream.ErrTooLarge,
-			len(m.Data)+headerSize(h, id), max)
-	}
-	return nil
-}
-
-func (t *topicState) msg(m stream.Message) (*nats.Msg, []jetstream.PublishOpt) {
-	h, id := encodeHeaders(m.Key, m.ID)
-	nm := &nats.Msg{Subject: t.subjects[Partition(m.Key, t.partitions)], Header: h, Data: m.Data}
-	if id == "" {
-		return nm, nil
-	}
-	return nm, []jetstream.PublishOpt{jetstream.WithMsgID(id)}
-}
-
-// permanent returns the error to report at once for a publish error retrying cannot
-// fix, or nil for a transient one.
-func (b *Backend) permanent(err error) error {
-	switch {
-	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
-		return fmt.Errorf("%w: %w", stream.ErrTooLarge, err)
-	case errors.Is(err, nats.ErrBadSubject), errors.Is(err, nats.ErrBadHeaderMsg):
-		return fmt.Errorf("%w: %w", stream.ErrInvalid, err)
-	case errors.Is(err, nats.ErrConnectionClosed), b.isClosed():
-		return fmt.Errorf("%w: %w", stream.ErrClosed, err)
-	}
-	return nil
-}
-
-// Publish publishes one message, retrying transient errors until ctx ends.
-func (b *Backend) Publish(ctx context.Context, topic string, m stream.Message) error {
-	if err := b.check(topic, m); err != nil {
-		return err
-	}
-	if b.isClosed() {
-		return stream.ErrClosed
-	}
-	return b.publishSync(ctx, topic, m)
-}
-
-func (b *Backend) publishSync(ctx context.Context, topic string, m stream.Message) error {
-	for attempt := 1; ; attempt++ {
-		err := b.publishOnce(ctx, topic, m)
-		if err == nil {
-			return nil
-		}
-		if perr := b.permanent(err); perr != nil {
-			return fmt.Errorf("publishing to %s: %w", topic, perr)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
-		}
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-			b.forget(topic)
-		}
-		if attempt == 1 || attempt%20 == 0 {
-			b.log.Warn().Err(err).Str("topic", topic).Str("key", m.Key).Int("attempt", attempt).
-				Msg("publish failed; retrying")
-		}
-		if backoff.Sleep(ctx, b.opts.Retry.Delay(attempt)) != nil {
-			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
-		}
-	}
-}
-
-func (b *Backend) publishOnce(ctx context.Context, topic string, m stream.Message) error {
-	actx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
-	defer cancel()
-	t, err := b.topic(actx, topic)
-	if err != nil {
-		return err
-	}
-	nm, opts := t.msg(m)
-	_, err = b.js.PublishMsg(actx, nm, opts...)
-	return err
-}
-
-// PublishBatch publishes msgs and returns nil only when every message was stored. A
-// batch with an invalid message publishes nothing.
-//
-// Messages of different keys are published asynchronously and their acknowledgements
-// awaited together; a key's next message is sent only after its previous one was
-// acknowledged. The batch goes out in waves: wave n holds the n-th message of every
-// key. Pipelining two messages of one key is not safe: across a reconnect the first
-// can be lost on the dead connection while the second, buffered for the new one, is
-// stored, and no retry could put them back in order. A failed message is retried
-// (sequentially, with backoff; its id makes a retry of a message that was in fact
-// stored a duplicate JetStream drops) before the next wave starts.
-func (b *Backend) PublishBatch(ctx context.Context, topic string, msgs []stream.Message) error {
-	for _, m := range msgs {
-		if err := b.check(topic, m); err != nil {
-			return err
-		}
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	if b.isClosed() {
-		return stream.ErrClosed
-	}
-	if len(msgs) == 1 {
-		return b.publishSync(ctx, topic, msgs[0])
-	}
-	var t *topicState
-	for attempt := 1; t == nil; attempt++ {
-		var err error
-		actx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
-		t, err = b.topic(actx, topic)
-		cancel()
-		if err == nil {
-			break
-		}
-		if perr := b.permanent(err); perr != nil {
-			return fmt.Errorf("publishing to %s: %w", topic, perr)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
-		}
-		if attempt == 1 || attempt%20 == 0 {
-			b.log.Warn().Err(err).Str("topic", topic).Int("attempt", attempt).Msg("topic's stream not ready; retrying")
-		}
-		if backoff.Sleep(ctx, b.opts.Retry.Delay(attempt)) != nil {
-			return fmt.Errorf("publishing to %s: %w (last error: %w)", topic, ctx.Err(), err)
-		}
-	}
-	for _, wave := range waves(msgs) {
-		if err := b.publishWave(ctx, t, msgs, wave); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// waves splits msgs into waves: wave n lists the indexes of the n-th message of each
-// key, in batch order.
-func waves(msgs []stream.Message) [][]int {
-	seen := make(map[string]int, len(msgs))
-	var out [][]int
-	for i, m := range msgs {
-		n := seen[m.Key]
-		seen[m.Key] = n + 1
-		if n == len(out) {
-			out = append(out, make([]int, 0, len(msgs)-i))
-		}
-		out[n] = append(out[n], i)
-	}
-	return out
-}
-
-// publishWave publishes messages of distinct keys asynchronously, waits for their
-// acknowledgements and retries the failed ones one by one.
-func (b *Backend) publishWave(ctx context.Context, t *topicState, msgs []stream.Message, wave []int) error {
-	futures := make([]jetstream.PubAckFuture, len(wave))
-	var retry []int
-	for j, i := range wave {
-		f, err := b.publishAsync(ctx, t, msgs[i], futures[:j])
-		if err != nil {
-			if perr := b.permanent(err); perr != nil {
-				return fmt.Errorf("publishing to %s: %w", t.topic, perr)
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("publishing to %s: %w", t.topic, ctx.Err())
-			}
-			retry = append(retry, i)
-			continue
-		}
-		futures[j] = f
-	}
-	for j, f := range futures {
-		if f == nil {
-			continue
-		}
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			if perr := b.permanent(err); perr != nil {
-				return fmt.Errorf("publishing to %s: %w", t.topic, perr)
-			}
-			retry = append(retry, wave[j])
-		case <-ctx.Done():
-			return fmt.Errorf("publishing to %s: %w", t.topic, ctx.Err())
-		}
-	}
-	for _, i := range retry {
-		if err := b.publishSync(ctx, t.topic, msgs[i]); err != nil {
-			return err
-		}
-	}
-	if len(retry) > 0 {
-		b.log.Debug().Str("topic", t.topic).Int("retried", len(retry)).Msg("part of a batch was published again")
-	}
-	return nil
-}
-
-// publishAsync starts one asynchronous publish. When too many publishes are in flight
-// it waits for the earliest of this batch (or a moment) and tries again.
-func (b *Backend) publishAsync(ctx context.Context, t *topicState, m stream.Message, earlier []jetstream.PubAckFuture) (jetstream.PubAckFuture, error) {
-	nm, opts := t.msg(m)
-	next := 0
-	for {
-		f, err := b.js.PublishMsgAsync(nm, opts...)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			return nil, err
-		}
-		for next < len(earlier) && earlier[next] == nil {
-			next++
-		}
-		var wait <-chan time.Time
-		var ok <-chan *jetstream.PubAck
-		var fail <-chan error
-		if next < len(earlier) {
-			ok, fail = earlier[next].Ok(), earlier[next].Err()
-			next++
-		} else {
-			wait = time.After(5 * time.Millisecond)
-		}
-		select {
-		case <-ok:
-		case <-fail: // judged when all are waited for
-		case <-wait:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// Consume works this member's share of the group's partitions until ctx is cancelled
-// or the backend is closed; then it returns nil once the in-flight handlers returned.
-func (b *Backend) Consume(ctx context.Context, sub stream.Subscription, h stream.Handler) error {
-	if err := sub.Validate(); err != nil {
-		return err
-	}
-	b.mu.Lock()
-	closed := b.closed
-	b.mu.Unlock()
-	if h == nil && !closed {
-		return fmt.Errorf("%w: nil handler", stream.ErrInvalid)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return stream.ErrClosed
-	}
-	b.cancels[&cancel] = struct{}{}
-	b.running.Add(1)
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		delete(b.cancels, &cancel)
-		b.mu.Unlock()
-		b.running.Done()
-	}()
-	// A connection closed under the backend (not by Close) ends Consume with ErrClosed.
-	var connClosed atomic.Bool
-	go func() {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if b.nc.IsClosed() && !b.isClosed() {
-					connClosed.Store(true)
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	ended := func() error {
-		if connClosed.Load() {
-			return fmt.Errorf("not consuming %s: the NATS connection was closed: %w", sub.Topic, stream.ErrClosed)
-		}
-		return nil
-	}
-
-	member := sub.Instance
-	if member == "" {
-		host, _ := os.Hostname()
-		member = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
-	}
-	member = group.MemberID(member)
-	log := b.log.With().Str("topic", sub.Topic).Str("group", sub.Group).Str("member", member).Logger()
-
-	// Create the stream and every partition's consumer before taking partitions, so that
-	// a new StartLatest group starts at the same moment on all partitions.
-	var t *topicState
-	for attempt := 1; ; attempt++ {
-		err := b.prepare(ctx, sub, &t)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return ended()
-		}
-		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return fmt.Errorf("not consuming %s: %w", sub.Topic, err)
-		}
-		if attempt == 1 || attempt%20 == 0 {
-			log.Warn().Err(err).Int("attempt", attempt).Msg("cannot set up the consumer group yet; retrying")
-		}
-		if backoff.Sleep(ctx, b.opts.Retry.Delay(attempt)) != nil {
-			return ended()
-		}
-	}
-	parts := make([]string, t.partitions)
-	for i := range parts {
-		parts[i] = strconv.Itoa(i)
-	}
-	runner := stream.Runner{Group: sub.Group, Retry: b.opts.HandlerRetry, Publish: b, Log: log}
-	err := group.Run(ctx, group.Config{
-		Leases:     lease.Manager{Store: b.kv},
-		Prefix:     kv.Key("stream", sub.Topic, sub.Group),
-		Member:     member,
-		TTL:        b.opts.LeaseTTL,
-		Interval:   b.opts.LeaseInterval,
-		Log:        log,
-		Partitions: func(context.Context) ([]string, error) { return parts, nil },
-		Work: func(ctx context.Context, part string) {
-			p, _ := strconv.Atoi(part)
-			w := &worker{b: b, t: t, sub: sub, p: p, runner: runner, h: h,
-				log: log.With().Int("partition", p).Logger()}
-			w.run(ctx)
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("not consuming %s: %w", sub.Topic, err)
-	}
-	return ended()
-}
-
-func (b *Backend) prepare(ctx context.Context, sub stream.Subscription, t **topicState) error {
-	var err error
-	if *t == nil {
-		if *t, err = b.topic(ctx, sub.Topic); err != nil {
-			return err
-		}
-	}
-	for p := 0; p < (*t).partitions; p++ {
-		if _, err := b.consumer(ctx, *t, sub, p); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// consumer returns the durable consumer of a group's partition, creating it when it
-// does not exist. An existing consumer is used as it is: its start position must not
-// change, and clients with other options must not undo each other's settings.
-// Concurrent creators all succeed.
-func (b *Backend) consumer(ctx context.Context, t *topicState, sub stream.Subscription, p int) (jetstream.Consumer, error) {
-	name := ConsumerName(sub.Group, p)
-	deliver := jetstream.DeliverAllPolicy
-	if sub.Start == stream.StartLatest {
-		deliver = jetstream.DeliverNewPolicy
-	}
-	cfg := jetstream.ConsumerConfig{
-		Durable:           name,
-		Description:       fmt.Sprintf("Heartline group %s, partition %d", sub.Group, p),
-		DeliverPolicy:     deliver,
-		AckPolicy:         jetstream.AckAllPolicy,
-		AckWait:           b.opts.AckWait,
-		MaxDeliver:        -1,
-		MaxAckPending:     4 * b.opts.FetchBatch,
-		InactiveThreshold: b.opts.MaxAge,
-	}
-	for attempt := 0; ; attempt++ {
-		c, err := b.js.Consumer(ctx, t.streams[p], name)
-		if err == nil {
-			return c, nil
-		}
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			b.forget(t.topic)
-			return nil, err
-		}
-		if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, err
-		}
-		c, err = b.js.CreateConsumer(ctx, t.streams[p], cfg)
-		if err == nil {
-			return c, nil
-		}
-		if attempt < 3 && (errors.Is(err, jetstream.ErrConsumerExists) || errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse)) {
-			continue
-		}
-		return nil, err
-	}
-}
-
-// worker pulls one partition while this member holds its lease.
-type worker struct {
-	b      *Backend
-	t      *topicState
-	sub    stream.Subscription
-	p      int
-	runner stream.Runner
-	h      stream.Handler
-	log    zerolog.Logger
-}
-
-func (w *worker) run(ctx context.Context) {
-	w.log.Debug().Msg("partition consumer starting")
-	for attempt := 1; ctx.Err() == nil; attempt++ {
-		start := time.Now()
-		err := w.pull(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > time.Minute {
-			attempt = 1
-		}
-		if errors.Is(err, errDeliveryGap) {
-			w.log.Info().Err(err).Msg("deliveries lost in transit; restarting the partition from its ack floor")
-			attempt = 0
-			continue
-		}
-		w.log.Warn().Err(err).Int("attempt", attempt).Msg("partition consumer failed; restarting it")
-		if backoff.Sleep(ctx, w.b.opts.Retry.Delay(attempt)) != nil {
-			return
-		}
-	}
-}
-
-// errDeliveryGap: deliveries were lost in transit; the partition restarts from its ack
-// floor.
-var errDeliveryGap = errors.New("gap in the consumer's delivery sequence")
-
-// ackEvery bounds how many handled messages share one acknowledgement, and
-// maxAckDelay how long a handled message waits for its acknowledgement (a crash
-// redelivers what was handled but not acknowledged yet).
-const (
-	ackEvery    = 64
-	maxAckDelay = 20 * time.Millisecond
-)
-
-// pull consumes the partition until ctx ends (nil) or the subscription fails.
-//
-// Messages are handled one at a time in stream order. Acknowledgements use JetStream's
-// ack-all policy: acknowledging a message acknowledges every earlier one of the
-// partition, which is exact here because they were all handled before it. So one ack
-// covers up to ackEvery messages, or what was handled within maxAckDelay.
-func (w *worker) pull(ctx context.Context) error {
-	b := w.b
-	c, err := b.consumer(ctx, w.t, w.sub, w.p)
-	if err != nil {
-		return err
-	}
-	info := c.CachedInfo()
-	ackWait := info.Config.AckWait
-	if ackWait <= 0 {
-		ackWait = 30 * time.Second
-	}
-	// next is the consumer sequence of the next delivery. Deliveries are numbered
-	// consecutively; a gap means deliveries were lost in transit (sent just before a
-	// server restart or a connection loss), and handling what follows would break the
-	// order, and with ack-all acknowledge the lost ones.
-	next := info.Delivered.Consumer + 1
-	if info.NumAckPending > 0 {
-		if next, err = w.resetOutstanding(ctx, info); err != nil {
-			return err
-		}
-	}
-	it, err := c.Messages(jetstream.PullMaxMessages(b.opts.FetchBatch))
-	if err != nil {
-		return err
-	}
-	// A reader hands messages over through a channel, whose length tells whether more
-	// are waiting (the iterator does not).
-	msgs := make(chan jetstream.Msg, b.opts.FetchBatch)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				readErr <- err
-				return
-			}
-			msgs <- m
-		}
-	}()
-	defer func() {
-		it.Stop()
-		for range msgs {
-		}
-	}()
-
-	// Keep the message in hand alive while its handler runs or retries.
-	var inHand atomic.Pointer[jetstream.Msg]
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		tick := time.NewTicker(ackWait / 3)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				if m := inHand.Load(); m != nil {
-					_ = (*m).InProgress()
-				}
-			}
-		}
-	}()
-
-	var handled jetstream.Msg // handled, not acknowledged yet
-	unacked := 0
-	flush := func() {
-		if handled == nil {
-			return
-		}
-		if err := handled.Ack(); err != nil {
-			w.log.Warn().Err(err).Msg("ack not sent; the messages since the last ack will be delivered again")
-		}
-		handled, unacked = nil, 0
-	}
-	// When the partition has caught up, the acknowledgement waits up to ackDelay for
-	// more messages to cover: one ack per message at a steady trickle costs the server
-	// as much as the messages themselves.
-	ackDelay := min(maxAckDelay, ackWait/10)
-	ackTimer := time.NewTimer(ackDelay)
-	ackTimer.Stop()
-	defer ackTimer.Stop()
-	armed := false
-	for {
-		var m jetstream.Msg
-		var ok bool
-		select {
-		case m, ok = <-msgs:
-		default:
-			if handled != nil && !armed {
-				ackTimer.Reset(ackDelay)
-				armed = true
-			}
-			select {
-			case m, ok = <-msgs:
-			case <-ackTimer.C:
-				armed = false
-				flush()
-				continue
-			case <-ctx.Done():
-				flush()
-				w.giveBack(it, msgs, nil)
-				return nil
-			}
-		}
-		if !ok {
-			flush()
-			err := <-readErr
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("pulling partition %d: %w", w.p, err)
-		}
-		if ctx.Err() != nil {
-			flush()
-			w.giveBack(it, msgs, m)
-			return nil
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			flush()
-			w.log.Error().Err(err).Str("subject", m.Subject()).Msg("message without JetStream metadata; terminating it")
-			_ = m.Term()
-			continue
-		}
-		if md.Sequence.Consumer != next {
-			flush()
-			return fmt.Errorf("%w: expected delivery %d, got %d", errDeliveryGap, next, md.Sequence.Consumer)
-		}
-		next++
-		key, id := decodeHeaders(m.Headers())
-		d := stream.Delivery{
-			Message:   stream.Message{Key: key, ID: id, Data: m.Data()},
-			Topic:     w.sub.Topic,
-			Partition: strconv.Itoa(w.p),
-			Position:  strconv.FormatUint(md.Sequence.Stream, 10),
-			Attempt:   int(md.NumDelivered),
-			Published: md.Timestamp,
-		}
-		inHand.Store(&m)
-		r := w.runner
-		r.Touch = func() { _ = m.InProgress() }
-		handledOK := r.Handle(ctx, d, w.h)
-		inHand.Store(nil)
-		if !handledOK {
-			flush()
-			w.giveBack(it, msgs, m)
-			return nil
-		}
-		handled = m
-		if unacked++; unacked >= ackEvery {
-			flush()
-		}
-	}
-}
-
-// resetOutstanding makes messages that a previous owner (or an earlier pull of this
-// one) left unacknowledged deliverable again, in order, before anything newer. It
-// returns the consumer sequence of the next delivery.
-func (w *worker) resetOutstanding(ctx context.Context, info *jetstream.ConsumerInfo) (uint64, error) {
-	r, err := w.b.js.ResetConsumer(ctx, w.t.streams[w.p], info.Name)
-	if err == nil && r.ConsumerInfo != nil {
-		w.log.Info().Int("outstanding", info.NumAckPending).Uint64("ack_floor", info.AckFloor.Stream).
-			Msg("partition had unacknowledged deliveries; redelivering from the ack floor")
-		return r.Delivered.Consumer + 1, nil
-	}
-	if err == nil {
-		err = errors.New("consumer reset answered without consumer info")
-	}
-	if ctx.Err() != nil {
-		return 0, err
-	}
-	// Servers before 2.14 have no consumer reset: wait until the outstanding messages'
-	// ack wait ran out (they are then redelivered before newer ones).
-	wait := info.Config.AckWait + 100*time.Millisecond
-	if info.Delivered.Last != nil {
-		wait = time.Until(info.Delivered.Last.Add(info.Config.AckWait)) + 100*time.Millisecond
-	}
-	w.log.Warn().Err(err).Dur("wait", wait).Msg("consumer reset failed; waiting for outstanding messages to expire")
-	return info.Delivered.Consumer + 1, backoff.Sleep(ctx, wait)
-}
-
-// giveBack negatively acknowledges the message in hand and everything prefetched, in
-// order, so that they are redelivered at once (the next owner resets the consumer to
-// its ack floor in any case).
-func (w *worker) giveBack(it jetstream.MessagesContext, msgs <-chan jetstream.Msg, inHand jetstream.Msg) {
-	it.Drain()
-	var back []jetstream.Msg
-	if inHand != nil {
-		back = append(back, inHand)
-	}
-	timeout := time.NewTimer(2 * time.Second)
-	defer timeout.Stop()
-collect:
-	for {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				break collect
-			}
-			back = append(back, m)
-		case <-timeout.C:
-			it.Stop()
-			break collect
-		}
-	}
-	for _, m := range back {
-		_ = m.Nak()
-	}
 }
 
 // Close stops this backend's consumers (waiting for their handlers), then drains and
