@@ -217,7 +217,7 @@ func NewAlertWatch() *AlertWatch { return &AlertWatch{open: map[string]events.Al
 
 // Follow consumes the alerts topic with a private group until ctx is done.
 func (w *AlertWatch) Follow(ctx context.Context, c stream.Consumer, group string, log zerolog.Logger) error {
-	return c.Consume(ctx, stream.Subscription{Topic: events.TopicAlerts, Group: group, Start: stream.StartLatest},
+	return c.Consume(ctx, stream.Subscription{Topic: events.TopicAlerts, Group: group, Start: stream.StartLatest, Ephemeral: true},
 		func(_ context.Context, d stream.Delivery) error {
 			e, err := events.Decode(d.Data)
 			if err != nil {

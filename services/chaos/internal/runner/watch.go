@@ -32,7 +32,7 @@ func (w *watcher) run(ctx context.Context, c stream.Consumer, group string, log 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sub := stream.Subscription{Topic: topic, Group: group + "-" + topic[:2], Instance: group, Start: stream.StartLatest}
+			sub := stream.Subscription{Topic: topic, Group: group + "-" + topic[:2], Instance: group, Start: stream.StartLatest, Ephemeral: true}
 			for ctx.Err() == nil {
 				err := c.Consume(ctx, sub, func(_ context.Context, d stream.Delivery) error {
 					e, err := events.Decode(d.Data)

@@ -516,7 +516,7 @@ func Events(ctx context.Context, c stream.Consumer, f Filter, o EventsOptions, o
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Consume(ctx, stream.Subscription{Topic: events.TopicFailovers, Group: o.Group, Start: stream.StartOldest}, h)
+		done <- c.Consume(ctx, stream.Subscription{Topic: events.TopicFailovers, Group: o.Group, Start: stream.StartOldest, Ephemeral: true}, h)
 	}()
 	if !o.Follow {
 		idle := time.NewTimer(o.Idle)

@@ -328,7 +328,7 @@ func (b *bench) runOnce(ctx context.Context, n int, at time.Time) Run {
 }
 
 func (b *bench) watchFailovers(ctx context.Context) {
-	_ = b.plat.Stream.Consume(ctx, stream.Subscription{Topic: events.TopicFailovers, Group: "failbench-" + events.NewID()[24:], Start: stream.StartLatest},
+	_ = b.plat.Stream.Consume(ctx, stream.Subscription{Topic: events.TopicFailovers, Group: "failbench-" + events.NewID()[24:], Start: stream.StartLatest, Ephemeral: true},
 		func(_ context.Context, d stream.Delivery) error {
 			e, err := events.Decode(d.Data)
 			if err == nil && e.Kind == events.KindFailoverCompleted {
