@@ -252,9 +252,17 @@ func (a *probeAgent) probe(ctx context.Context, replica *redis.Client) {
 	a.published.Add(1)
 }
 
+type quietRedisLog struct{}
+
+func (quietRedisLog) Printf(context.Context, string, ...any) {}
+
+var quietRedis sync.Once
+
 // startAgent runs a probe agent until the test ends.
 func startAgent(t *testing.T, a *probeAgent) *probeAgent {
 	t.Helper()
+	// go-redis logs every failed dial; the probe failures are the point of these tests.
+	quietRedis.Do(func() { redis.SetLogger(quietRedisLog{}) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.run(ctx) }()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,6 +82,7 @@ type entry struct {
 	rev     uint64
 	pending []json.RawMessage
 	dirty   bool // a decision was rolled back: evaluate again at the next chance
+	stale   bool // the record still lists alerts already published (see flush)
 	// gone: dropped from the map (another instance has the shard); a holder of a
 	// stale pointer must look the shard up again.
 	gone bool
@@ -172,10 +174,32 @@ func (s *Service) Run(ctx context.Context) error {
 	s.running.Store(false)
 	stopTick()
 	wg.Wait()
+	s.clearAll()
 	if err != nil {
 		return fmt.Errorf("alerter stopped consuming heartbeats: %w", err)
 	}
 	return nil
+}
+
+// clearAll clears the published alerts from every record on the way out.
+func (s *Service) clearAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	all := make([]*entry, 0, len(s.shards))
+	for _, e := range s.shards {
+		all = append(all, e)
+	}
+	s.mu.Unlock()
+	for _, e := range all {
+		e.mu.Lock()
+		if !e.gone {
+			if err := s.clear(ctx, e); err != nil {
+				s.log.Warn().Err(err).Msg("published alerts left in the record; the next start publishes them again with the same ids")
+			}
+		}
+		e.mu.Unlock()
+	}
 }
 
 // preload reads every incident record: open incidents are known before the first
@@ -401,6 +425,9 @@ func (s *Service) tickOne(ctx context.Context, e *entry, blind bool) {
 		log().Warn().Err(err).Msg("alert still not published; retrying on the next tick")
 		return
 	}
+	if err := s.clear(ctx, e); err != nil {
+		log().Warn().Err(err).Msg("retrying on the next tick")
+	}
 	if blind {
 		return
 	}
@@ -490,6 +517,8 @@ func (s *Service) commit(ctx context.Context, e *entry, before detector.Persiste
 			}
 			pending = append(pending, b)
 		}
+		// Alerts still unpublished stay in the record (flush ran first, so normally none).
+		pending = append(slices.Clone(e.pending), pending...)
 		rev, err := s.putRecord(ctx, record{Shard: e.id, Persisted: e.m.Persisted(), Pending: pending}, e.rev)
 		if errors.Is(err, kv.ErrConflict) || errors.Is(err, kv.ErrExists) {
 			s.m.conflicts.Inc()
@@ -505,7 +534,7 @@ func (s *Service) commit(ctx context.Context, e *entry, before detector.Persiste
 				return fmt.Errorf("not publishing %d alert(s) for shard %s: %w", len(ds), e.id, err)
 			}
 			e.m.Restore(r.Persisted)
-			e.rev, e.pending = rev, r.Pending
+			e.rev, e.pending, e.stale = rev, r.Pending, false
 			if err := s.flush(ctx, e); err != nil {
 				e.dirty = true
 				return err
@@ -519,7 +548,7 @@ func (s *Service) commit(ctx context.Context, e *entry, before detector.Persiste
 			e.dirty = true
 			return fmt.Errorf("not publishing %d alert(s) for shard %s: %w", len(ds), e.id, err)
 		}
-		e.rev, e.pending = rev, pending
+		e.rev, e.pending, e.stale = rev, pending, false
 		if err := s.flush(ctx, e); err != nil {
 			return err
 		}
@@ -536,44 +565,54 @@ func (s *Service) commit(ctx context.Context, e *entry, before detector.Persiste
 	return nil
 }
 
-// flush publishes the shard's pending alerts, then clears them from its record.
+// flush publishes the shard's pending alerts. Their record keeps listing them until the
+// next write of the record or the next tick clears them (clear): the decisions behind
+// them on the same partition do not wait for that write. A crash in between publishes
+// them again at start, with the same ids, which the stream drops as duplicates.
 // Called with e.mu held.
 func (s *Service) flush(ctx context.Context, e *entry) error {
-	if len(e.pending) == 0 {
-		return nil
-	}
-	for _, b := range e.pending {
+	for len(e.pending) > 0 {
+		b := e.pending[0]
 		ev, err := events.Decode(b)
-		if err != nil {
+		if err == nil {
+			if err := s.pub.Publish(ctx, events.TopicAlerts, stream.Message{Key: e.id, ID: ev.ID, Data: b}); err != nil {
+				s.m.publishErrs.Inc()
+				return fmt.Errorf("alert %s for shard %s is recorded but not published yet: %w", ev.ID, e.id, err)
+			}
+			e.publishedAt = time.Now()
+			s.published(ev)
+		} else {
 			// Written by an incompatible build: it cannot be published as it is.
 			s.log.Error().Err(err).Str(logging.FieldShard, e.id).Msg("dropping an unreadable pending alert from the incident record")
-			continue
 		}
-		if err := s.pub.Publish(ctx, events.TopicAlerts, stream.Message{Key: e.id, ID: ev.ID, Data: b}); err != nil {
-			s.m.publishErrs.Inc()
-			return fmt.Errorf("alert %s for shard %s is recorded but not published yet: %w", ev.ID, e.id, err)
-		}
-		e.publishedAt = time.Now()
-		s.published(ev)
+		e.pending = e.pending[1:]
+		e.stale = true
+	}
+	return nil
+}
+
+// clear rewrites the shard's record without the alerts flush published. Called with
+// e.mu held.
+func (s *Service) clear(ctx context.Context, e *entry) error {
+	if !e.stale || len(e.pending) > 0 {
+		return nil
 	}
 	rev, err := s.putRecord(ctx, record{Shard: e.id, Persisted: e.m.Persisted()}, e.rev)
 	switch {
 	case err == nil:
-		e.rev, e.pending = rev, nil
+		e.rev, e.stale = rev, false
 	case errors.Is(err, kv.ErrConflict) || errors.Is(err, kv.ErrExists):
-		// Someone else wrote the record since (and published what it held): take theirs.
+		// Someone else wrote the record since: take theirs (and publish what it holds).
 		s.m.conflicts.Inc()
 		r, rev, gerr := s.getRecord(ctx, e.id)
 		if gerr != nil {
 			return gerr
 		}
 		e.m.Restore(r.Persisted)
-		e.rev, e.pending = rev, r.Pending
+		e.rev, e.pending, e.stale = rev, r.Pending, false
 		e.dirty = true
 	default:
-		// Published, but the record still lists them: they are published again, with
-		// the same ids, until the record is cleared.
-		return fmt.Errorf("alerts of shard %s published but not cleared from the incident record: %w", e.id, err)
+		return fmt.Errorf("alerts of shard %s published but not cleared from the incident record yet: %w", e.id, err)
 	}
 	return nil
 }

@@ -227,6 +227,7 @@ func TestCrashBetweenRecordAndPublish(t *testing.T) {
 	if s := summary(reader.sync(t, client, "shard-1")); !slices.Equal(s, []string{"alert.opened PRIMARY_DOWN #1", "alert.resolved PRIMARY_DOWN #1"}) {
 		t.Fatalf("alerts: %v", s)
 	}
+	next.Tick(ctx) // clears the published alerts from the record
 	r, _, _ = next.getRecord(ctx, "shard-1")
 	if len(r.Pending) != 0 || r.Incident != nil {
 		t.Errorf("record at the end: %+v", r)
@@ -655,5 +656,38 @@ func TestStalledPartitionIsNotAgentLoss(t *testing.T) {
 	}
 	if testutil.ToFloat64(svc.m.stalled) != 0 {
 		t.Error("one stalled partition of sixteen reported as the whole input stalled")
+	}
+}
+
+// TestCrashAfterPublishBeforeClear: an alert is published but the process dies before
+// its record is cleared (that happens on the next tick). The successor publishes it
+// again with the same event id, which the stream drops: one alert.
+func TestCrashAfterPublishBeforeClear(t *testing.T) {
+	srv := memstream.NewServer(memstream.Options{Partitions: 2, LeaseTTL: time.Second})
+	store := memkv.New()
+	clock := &fakeClock{t: t0}
+	reader := readAlerts(t, srv)
+	pub := srv.New()
+	defer pub.Close()
+	crashed := startService(t, srv, store, svcOpts{clock: clock.Now})
+	ctx := context.Background()
+	seq := killSequence("shard-1", "a")
+	for _, e := range seq[:5] {
+		clock.Set(e.Time)
+		if err := crashed.Handle(ctx, delivery(t, e)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, _, _ := crashed.getRecord(ctx, "shard-1"); len(r.Pending) != 1 {
+		t.Fatalf("record before the crash: %d pending", len(r.Pending))
+	}
+	next := startService(t, srv, store, svcOpts{clock: clock.Now, run: true, instance: "alerter-next"})
+	waitFor(t, 10*time.Second, "the successor cleared the record", func() bool {
+		next.Tick(ctx)
+		r, _, _ := next.getRecord(ctx, "shard-1")
+		return len(r.Pending) == 0
+	})
+	if got := summary(reader.sync(t, pub, "shard-1")); !slices.Equal(got, []string{"alert.opened PRIMARY_DOWN #1"}) {
+		t.Fatalf("alerts: %v", got)
 	}
 }
