@@ -160,7 +160,8 @@ func Run(ctx context.Context, o Options, pack []Entry) (*Summary, error) {
 	log := o.Log
 	sum := &Summary{Started: started, Stream: o.Stream, Dir: out, Command: o.Command, Shards: o.Shards, Replicas: o.Replicas}
 	for _, e := range pack {
-		sum.Experiments = append(sum.Experiments, Result{Name: e.Name, Title: e.X.Title, File: e.X.File, Result: NotRun})
+		sum.Experiments = append(sum.Experiments, Result{Name: e.Name, Title: e.X.Title, File: e.X.File, Result: NotRun,
+			FirstFailedHB: "-", Detected: "-", FailedOver: "-", WritesResumed: "-"})
 	}
 	say := func(format string, a ...any) { fmt.Fprintf(o.Stdout, format+"\n", a...) }
 
