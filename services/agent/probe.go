@@ -275,7 +275,12 @@ func (a *Agent) decide(ctx context.Context, started time.Time, rp replicaResult,
 		restarted = st.runID != "" && p.RunID != st.runID
 		sameIncarnation = st.runID == "" || p.RunID == st.runID
 		offsetBack := !restarted && st.replID != "" && p.ReplID == st.replID && p.Offset < st.offset
-		regressed = offsetBack || a.regressedLocked(p, rep, rp.ok || st.repOK)
+		// A replica streaming from this primary right now holds nothing it lacks: both
+		// INFOs are read at once, so under write load the replica's offset is often read
+		// a moment later than the primary's and is the larger. Regression shows as a
+		// broken link (the primary restarted) before any resync could wipe the replica.
+		streaming := follows && rep.LinkUp && !rep.SyncInProgress && p.ReplID == rep.ReplID
+		regressed = offsetBack || (!streaming && a.regressedLocked(p, rep, rp.ok || st.repOK))
 		if restarted {
 			st.driftDueP = true
 			a.log.Warn().Str("primary", st.primary).Str("previous_run_id", st.runID).Str("run_id", p.RunID).
