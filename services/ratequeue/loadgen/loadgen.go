@@ -76,6 +76,10 @@ type Config struct {
 	Retries      int           // re-attempts of an unknown-outcome enqueue (0: none; the CLI defaults to 3)
 	AckDrop      float64       // fraction of deliveries deliberately not acked (default 0)
 	Seed         uint64
+	// StopProducing, when closed, ends the producing phase early; the drain follows as
+	// usual, so every acknowledged message is still delivered and recorded. Cancelling
+	// ctx instead stops everything at once (the history ends undrained).
+	StopProducing <-chan struct{}
 }
 
 func (c *Config) defaults() {
@@ -246,6 +250,8 @@ func Run(ctx context.Context, cfg Config, d Driver, w *history.Writer, log zerol
 				case jobs <- seq.Add(1) - 1:
 				case <-ctx.Done():
 					return
+				case <-cfg.StopProducing:
+					return
 				}
 				next = next.Add(interval)
 				if time.Now().After(end) {
@@ -254,6 +260,8 @@ func Run(ctx context.Context, cfg Config, d Driver, w *history.Writer, log zerol
 			}
 			select {
 			case <-ctx.Done():
+				return
+			case <-cfg.StopProducing:
 				return
 			case <-time.After(time.Until(next)):
 			}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,6 +111,39 @@ func load(ctx context.Context, args []string, getenv func(string) string, stdout
 	if err != nil {
 		return usageErr(err)
 	}
+	// The first SIGINT/SIGTERM (ctx done) ends the producing phase and drains, so that
+	// every acknowledged message is still delivered and recorded (a chaos experiment
+	// aborted mid-load must not leave its messages in the queues); a second one stops
+	// at once.
+	stopProducing := make(chan struct{})
+	interrupted := ctx
+	lctx, lcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer lcancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-interrupted.Done():
+			log.Warn().Dur("drain_timeout", cfg.DrainTimeout).Msg("interrupted: producing stopped, draining; interrupt again to stop at once")
+			close(stopProducing)
+		case <-lctx.Done():
+			return
+		}
+		for n := 0; ; {
+			select {
+			case <-sigs:
+				if n++; n >= 2 {
+					log.Warn().Msg("interrupted again: stopping without draining")
+					lcancel()
+					return
+				}
+			case <-lctx.Done():
+				return
+			}
+		}
+	}()
+	ctx = lctx
 	var d loadgen.Driver
 	if cfg.Direct {
 		topo, closeTopo, err := cfg.openTopology(ctx, log)
@@ -135,9 +170,13 @@ func load(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	sum, runErr := loadgen.Run(ctx, loadgen.Config{Run: cfg.Run, Queues: cfg.Queues, EnqueueRate: cfg.EnqueueRate,
 		Duration: cfg.Duration, Concurrency: cfg.Concurrency, Consumers: cfg.Consumers, Visibility: cfg.LVisibility,
-		DrainTimeout: cfg.DrainTimeout, BodySize: cfg.BodySize, Retries: cfg.Retries, AckDrop: cfg.AckDrop, Seed: uint64(cfg.Seed)}, d, w, log)
+		DrainTimeout: cfg.DrainTimeout, BodySize: cfg.BodySize, Retries: cfg.Retries, AckDrop: cfg.AckDrop, Seed: uint64(cfg.Seed),
+		StopProducing: stopProducing}, d, w, log)
 	if err := w.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("closing the history: %w", err)
+	}
+	if interrupted.Err() != nil && runErr == nil {
+		runErr = fmt.Errorf("interrupted: producing stopped early (drained: %v)", sum.Drained)
 	}
 	fmt.Fprint(stdout, sum.String())
 	fmt.Fprintf(stdout, "history: %s\n", cfg.History)

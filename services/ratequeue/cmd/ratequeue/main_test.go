@@ -224,3 +224,48 @@ func TestCheckExitCodes(t *testing.T) {
 		t.Fatalf("env not read: %v", err)
 	}
 }
+
+// SIGINT in the middle of producing: the load stops producing, drains, and exits 1
+// (interrupted) with a drained history that checks clean: an aborted chaos experiment
+// leaves none of its messages in the queues for the next one.
+func TestLoadInterruptedDrains(t *testing.T) {
+	bin := testbin.Build(t, "ratequeue")
+	cl := rqtest.Start(t, 1)
+	hist := filepath.Join(t.TempDir(), "int.jsonl")
+	cmd := exec.Command(bin, "load", "-direct", "-topology-file", cl.File, "-default-rate", "1000", "-queues", "5",
+		"-enqueue-rate", "200", "-duration", "10m", "-consumers", "2", "-history", hist, "-run", "int",
+		"-drain-timeout", "60s", "-log-level", "warn")
+	cmd.Env = cleanEnv()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	redistest.WaitFor(t, 60*time.Second, "acknowledged enqueues", func() bool {
+		b, _ := os.ReadFile(hist)
+		return bytes.Count(b, []byte(`"status":"ok"`)) >= 100
+	})
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("load still running 90 s after SIGINT:\n%s", out.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out.String(), "interrupted") {
+		t.Fatalf("exit %v, want 1 (interrupted):\n%s", err, out.String())
+	}
+	rep := filepath.Join(t.TempDir(), "int.json")
+	if code, o := runBin(t, bin, "check", "-json", rep, "-fail-on", "undrained", hist); code != 0 {
+		t.Fatalf("check exited %d:\n%s", code, o)
+	}
+	if r := readReport(t, rep); r.Lost != 0 || !r.Drained || r.Acknowledged < 100 {
+		t.Fatalf("report %+v", r)
+	}
+}
