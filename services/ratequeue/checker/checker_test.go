@@ -208,3 +208,20 @@ func TestCheckReaderStreamsTheSameReport(t *testing.T) {
 		t.Fatal("a malformed stream was accepted")
 	}
 }
+
+// Messages an earlier run left in its own queues are reported as foreign, not as
+// unexpected; an unknown id in one of this run's queues is still unexpected.
+func TestForeignMessagesFromAnotherRun(t *testing.T) {
+	x := newH().enq("lg-t-1", "t-1", "ok", 1, 2).del("lg-t-1", "t-1", 100, 0).ack("lg-t-1", "t-1").
+		del("lg-old-3", "old-7", 200, 0).ack("lg-old-3", "old-7").
+		del("lg-t-1", "old-8", 300, 0).end()
+	r := Check(x.evs, Options{})
+	if r.Foreign != 1 || r.ForeignIDs[0] != "old-7" || r.Unexpected != 1 || r.UnexpectedIDs[0] != "old-8" || r.Valid {
+		t.Fatalf("%+v", r)
+	}
+	var b bytes.Buffer
+	r.WriteTable(&b)
+	if !strings.Contains(b.String(), "foreign") {
+		t.Errorf("table does not show the foreign messages:\n%s", b.String())
+	}
+}
