@@ -200,15 +200,20 @@ func (u *run) execute(parent context.Context) {
 	if u.hist != nil {
 		_ = u.hist.Poll()
 	}
+	// An aborted run still drains its load (the load stops producing and drains on
+	// Stop) and checks it: the report says whether anything acknowledged was lost, and
+	// the next experiment finds none of this run's messages in the queues.
 	if !u.steady(ctx, true) {
 		if lr != nil {
 			_ = lr.Stop()
 			u.waitLoad(parent, lr)
+			u.check(parent)
 		}
 		return
 	}
 	if !u.method(ctx, lr) {
 		u.waitLoad(parent, lr)
+		u.check(parent)
 		return
 	}
 	u.waitLoad(parent, lr)
