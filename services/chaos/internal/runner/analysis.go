@@ -205,6 +205,9 @@ func (u *run) timeline() {
 	}
 	failedHB := map[string]bool{}
 	marked := map[string]bool{}
+	// The marks (what the summary reads as detected, failed over) are events caused by
+	// the fault: none before it, and none when nothing was injected.
+	afterFault := func(e events.Event) bool { return !u.firstFault.IsZero() && !e.Time.Before(u.firstFault) }
 	for _, e := range u.w.all() {
 		if e.Time.Before(rep.Started) {
 			continue
@@ -232,7 +235,7 @@ func (u *run) timeline() {
 		case *events.Alert:
 			entry.What = string(e.Kind) + " " + string(p.Code)
 			entry.Detail = fmt.Sprintf("%s %s: %s", p.Severity, p.State, p.Reason)
-			if e.Kind == events.KindAlertOpened && u.inScope(e.Shard) && !marked["alert"] {
+			if e.Kind == events.KindAlertOpened && u.inScope(e.Shard) && afterFault(e) && !marked["alert"] {
 				entry.Mark, marked["alert"] = "alert", true
 			}
 		case *events.Failover:
@@ -249,7 +252,7 @@ func (u *run) timeline() {
 			}
 			if e.Kind == events.KindFailoverCompleted {
 				d = append(d, fmt.Sprintf("loss window %d bytes", p.LossWindow))
-				if u.inScope(e.Shard) && !marked["fo"] {
+				if u.inScope(e.Shard) && afterFault(e) && !marked["fo"] {
 					entry.Mark, marked["fo"] = "failed over", true
 				}
 			}
@@ -273,7 +276,7 @@ func (u *run) timeline() {
 		case *events.TopologyChanged:
 			entry.What = "topology changed"
 			entry.Detail = fmt.Sprintf("primary %s, replicas %s, epoch %d: %s", p.Primary, strings.Join(p.Replicas, ","), e.Epoch, p.Reason)
-			if u.inScope(e.Shard) && !marked["topo"] {
+			if u.inScope(e.Shard) && afterFault(e) && !marked["topo"] {
 				entry.Mark, marked["topo"] = "topology changed", true
 			}
 		default:
