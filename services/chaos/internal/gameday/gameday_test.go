@@ -25,8 +25,10 @@ func TestLoadPackSelectsAndReportsEveryProblem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all) < 9 || all[0].Name > all[1].Name {
-		t.Fatalf("pack: %d entries, want the 9 game-day experiments in name order", len(all))
+	// In file name order ("kill-primary-immediate-restart.yaml" sorts before
+	// "kill-primary.yaml").
+	if len(all) < 9 || filepath.Base(all[0].X.File) > filepath.Base(all[1].X.File) {
+		t.Fatalf("pack: %d entries, want the 9 game-day experiments in file name order", len(all))
 	}
 	sel, err := LoadPack(pack, []string{"pause-primary", "kill-primary.yaml"})
 	if err != nil || len(sel) != 2 || sel[0].Name != "pause-primary" || sel[1].Name != "kill-primary" {
