@@ -31,7 +31,7 @@ func TestREADMEMatchesTheCode(t *testing.T) {
 	for _, m := range []string{"chaos_attacks_total", "chaos_active_faults", "chaos_halts_total", "chaos_experiments_total", "chaos_schedule_runs_total"} {
 		want = append(want, "| `"+m+"` |")
 	}
-	for _, cmd := range []string{"serve", "run", "schedule", "halt"} {
+	for _, cmd := range []string{"serve", "run", "schedule", "halt", "gameday"} {
 		var out bytes.Buffer
 		if err := Run(context.Background(), []string{"flags-table", cmd}, Env{Getenv: func(string) string { return "" }, Stdout: &out, Stderr: &out}); err != nil {
 			t.Fatal(err)
