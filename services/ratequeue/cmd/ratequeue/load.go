@@ -116,7 +116,7 @@ func load(ctx context.Context, args []string, getenv func(string) string, stdout
 	// aborted mid-load must not leave its messages in the queues); a second one stops
 	// at once.
 	stopProducing := make(chan struct{})
-	interrupted := ctx
+	// lctx is what the load runs under: cancelled only by the second signal.
 	lctx, lcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer lcancel()
 	sigs := make(chan os.Signal, 2)
@@ -124,7 +124,7 @@ func load(ctx context.Context, args []string, getenv func(string) string, stdout
 	defer signal.Stop(sigs)
 	go func() {
 		select {
-		case <-interrupted.Done():
+		case <-ctx.Done():
 			log.Warn().Dur("drain_timeout", cfg.DrainTimeout).Msg("interrupted: producing stopped, draining; interrupt again to stop at once")
 			close(stopProducing)
 		case <-lctx.Done():
@@ -143,10 +143,9 @@ func load(ctx context.Context, args []string, getenv func(string) string, stdout
 			}
 		}
 	}()
-	ctx = lctx
 	var d loadgen.Driver
 	if cfg.Direct {
-		topo, closeTopo, err := cfg.openTopology(ctx, log)
+		topo, closeTopo, err := cfg.openTopology(lctx, log)
 		if err != nil {
 			return err
 		}
@@ -168,14 +167,14 @@ func load(ctx context.Context, args []string, getenv func(string) string, stdout
 	if err != nil {
 		return fmt.Errorf("not running the load: %w", err)
 	}
-	sum, runErr := loadgen.Run(ctx, loadgen.Config{Run: cfg.Run, Queues: cfg.Queues, EnqueueRate: cfg.EnqueueRate,
+	sum, runErr := loadgen.Run(lctx, loadgen.Config{Run: cfg.Run, Queues: cfg.Queues, EnqueueRate: cfg.EnqueueRate,
 		Duration: cfg.Duration, Concurrency: cfg.Concurrency, Consumers: cfg.Consumers, Visibility: cfg.LVisibility,
 		DrainTimeout: cfg.DrainTimeout, BodySize: cfg.BodySize, Retries: cfg.Retries, AckDrop: cfg.AckDrop, Seed: uint64(cfg.Seed),
 		StopProducing: stopProducing}, d, w, log)
 	if err := w.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("closing the history: %w", err)
 	}
-	if interrupted.Err() != nil && runErr == nil {
+	if ctx.Err() != nil && runErr == nil {
 		runErr = fmt.Errorf("interrupted: producing stopped early (drained: %v)", sum.Drained)
 	}
 	fmt.Fprint(stdout, sum.String())
