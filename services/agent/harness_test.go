@@ -1,11 +1,9 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +19,6 @@ import (
 	"github.com/heartline/heartline/shared/stream/memstream"
 )
 
-// syncBuffer collects the agent's log lines for a failing test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness is one agent under test beside a real replica, publishing to an in-memory
 // stream through a recorder that can simulate an outage.
 type harness struct {
@@ -46,7 +26,7 @@ type harness struct {
 	a     *Agent
 	pub   *flakyPublisher
 	reg   *prometheus.Registry
-	logs  *syncBuffer
+	logs  *logging.Buffer
 	stop  context.CancelFunc
 	done  chan struct{}
 	start time.Time
@@ -65,7 +45,7 @@ func testConfig(shard, replica, primary string) Config {
 func startAgent(t *testing.T, cfg Config, topo Topology) *harness {
 	t.Helper()
 	h := &harness{t: t, pub: &flakyPublisher{next: memstream.New()}, reg: prometheus.NewRegistry(),
-		logs: &syncBuffer{}, done: make(chan struct{}), start: time.Now()}
+		logs: &logging.Buffer{}, done: make(chan struct{}), start: time.Now()}
 	a, err := New(Options{Config: cfg, Publisher: h.pub, Topology: topo, Log: logging.Test(h.logs), Registry: h.reg,
 		PublishRetry: backoff.Policy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
 	if err != nil {

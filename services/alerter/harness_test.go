@@ -44,28 +44,10 @@ func (c *fakeClock) Add(d time.Duration) time.Time {
 	return c.t
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testService is a Service running Run in the background.
 type testService struct {
 	*Service
-	logs   *syncBuffer
+	logs   *logging.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -105,7 +87,7 @@ func startService(t testing.TB, srv *memstream.Server, store kv.Store, o svcOpts
 	if o.pub != nil {
 		pub = o.pub
 	}
-	logs := &syncBuffer{}
+	logs := &logging.Buffer{}
 	svc, err := New(Options{Config: cfg, Consumer: client, Publisher: pub, KV: store, Log: logging.Test(logs),
 		Registry: prometheus.NewRegistry(), Now: o.clock, StartOldest: true, ManualTick: o.tick == 0})
 	if err != nil {

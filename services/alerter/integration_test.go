@@ -58,7 +58,7 @@ func newNATSRig(t *testing.T) *rig {
 	b := open("alerter")
 	cfg := DefaultConfig()
 	cfg.Instance = "alerter-it"
-	logs := &syncBuffer{}
+	logs := &logging.Buffer{}
 	svc, err := New(Options{Config: cfg, Consumer: b, Publisher: b, KV: b.KV(), Log: logging.Test(logs),
 		Registry: prometheus.NewRegistry(), StartOldest: true})
 	if err != nil {

@@ -24,24 +24,6 @@ func binaries(t *testing.T) Binaries {
 		Ratequeue: testbin.Build(t, Ratequeue)}
 }
 
-// lockedBuf collects the launcher's log lines from several goroutines.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // alive reports whether pid still exists (a zombie counts as gone: it is only waiting
 // to be reaped).
 func alive(pid int) bool {
@@ -70,7 +52,7 @@ func pgrep(t *testing.T, pattern string) string {
 // failover pipeline), and Stop leaves no process behind.
 func TestStackFailsOverAndStopsClean(t *testing.T) {
 	bins := binaries(t)
-	logs := &lockedBuf{}
+	logs := &logging.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()

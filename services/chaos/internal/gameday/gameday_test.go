@@ -1,18 +1,17 @@
 package gameday
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/heartline/heartline/shared/logging"
 	"github.com/heartline/heartline/shared/redistest"
 	"github.com/heartline/heartline/shared/testbin"
 	"github.com/heartline/heartline/shared/topology"
@@ -58,24 +57,6 @@ func binDir(t *testing.T) string {
 	return dir
 }
 
-// lockedBuf is the output of a child process read while it runs.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // leftovers lists processes of a game day still running: anything whose command line
 // names its folder (services, loads) and the Redis nodes of its topology.
 func leftovers(t *testing.T, out string) string {
@@ -106,7 +87,7 @@ func leftovers(t *testing.T, out string) string {
 	return strings.Join(left, "\n")
 }
 
-func gameday(bin string, args ...string) (*exec.Cmd, *lockedBuf) {
+func gameday(bin string, args ...string) (*exec.Cmd, *logging.Buffer) {
 	cmd := exec.Command(filepath.Join(bin, "chaos"), append([]string{"gameday", "-bin-dir", bin, "-pack", pack}, args...)...)
 	var env []string
 	for _, kv := range os.Environ() {
@@ -115,7 +96,7 @@ func gameday(bin string, args ...string) (*exec.Cmd, *lockedBuf) {
 		}
 	}
 	cmd.Env = env
-	out := &lockedBuf{}
+	out := &logging.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	return cmd, out
 }

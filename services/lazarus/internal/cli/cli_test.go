@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/heartline/heartline/shared/connect"
 	"github.com/heartline/heartline/shared/events"
 	"github.com/heartline/heartline/shared/kv/memkv"
+	"github.com/heartline/heartline/shared/logging"
 	"github.com/heartline/heartline/shared/redistest"
 	"github.com/heartline/heartline/shared/stream"
 	"github.com/heartline/heartline/shared/stream/memstream"
@@ -35,25 +35,7 @@ func newFixture() *fixture {
 	return &fixture{kv: memkv.New(), srv: memstream.NewServer(memstream.Options{})}
 }
 
-// lockedBuf collects a command's output and logs, written from several goroutines.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (f *fixture) env(out *lockedBuf) Env {
+func (f *fixture) env(out *logging.Buffer) Env {
 	return Env{Getenv: func(string) string { return "" }, Stdout: out, Stderr: out,
 		Open: func(context.Context, connect.Config, zerolog.Logger) (*connect.Platform, error) {
 			return &connect.Platform{Stream: f.srv.New(), KV: f.kv}, nil
@@ -62,7 +44,7 @@ func (f *fixture) env(out *lockedBuf) Env {
 
 func (f *fixture) run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	var out lockedBuf
+	var out logging.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	err := Run(ctx, args, f.env(&out))

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +20,6 @@ import (
 	"github.com/heartline/heartline/shared/redistest"
 	"github.com/heartline/heartline/shared/testbin"
 )
-
-// lockedBuf collects log lines from several goroutines.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func tailFile(path string, n int) string {
 	b, err := os.ReadFile(path)
@@ -70,7 +51,7 @@ type checkReport struct {
 func TestKillPrimaryUnderLoadOverKinesisLosesNothing(t *testing.T) {
 	bins := localstack.Binaries{Agent: testbin.Build(t, "agent"), Alerter: testbin.Build(t, "alerter"),
 		Lazarus: testbin.Build(t, "lazarus"), Ratequeue: testbin.Build(t, "ratequeue")}
-	logs := &lockedBuf{}
+	logs := &logging.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()

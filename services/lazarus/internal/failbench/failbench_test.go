@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +32,7 @@ func (w tlog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p)
 // first acknowledged write on the new primary.
 func TestKillUnderRatequeueLoadLosesNothing(t *testing.T) {
 	bin := testbin.Build(t, "ratequeue")
-	logs := &lockedBuf{}
+	logs := &logging.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	res, err := Execute(ctx, Options{Runs: 2, Period: 5 * time.Second, RatequeueBin: bin, WorkDir: t.TempDir(), EnqueueRate: 150,
@@ -51,24 +50,6 @@ func TestKillUnderRatequeueLoadLosesNothing(t *testing.T) {
 	if res.Acked < 100 {
 		t.Fatalf("only %d enqueues acknowledged", res.Acked)
 	}
-}
-
-// lockedBuf is a log sink for loggers used by several goroutines.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func tail(s string) string {
