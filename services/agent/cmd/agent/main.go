@@ -11,8 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,6 +25,7 @@ import (
 	"github.com/heartline/heartline/shared/backoff"
 	"github.com/heartline/heartline/shared/config"
 	"github.com/heartline/heartline/shared/connect"
+	"github.com/heartline/heartline/shared/lifecycle"
 	"github.com/heartline/heartline/shared/logging"
 	"github.com/heartline/heartline/shared/topology"
 )
@@ -102,40 +101,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) er
 	if ferr != nil {
 		go followLater(ctx, a, fcfg, log)
 	}
-	var srv *http.Server
-	if cfg.HTTPListen != "" {
-		ln, err := net.Listen("tcp", cfg.HTTPListen)
-		if err != nil {
-			return fmt.Errorf("not serving /healthz, /readyz and /metrics: %w", err)
-		}
-		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error().Err(err).Msg("HTTP server stopped")
-			}
-		}()
-		log.Info().Str("addr", ln.Addr().String()).Msg("serving /healthz, /readyz and /metrics")
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	var runErr error
-	select {
-	case runErr = <-done:
-		stop()
-	case <-ctx.Done():
-		log.Info().Msg("shutting down")
-		select {
-		case runErr = <-done:
-		case <-time.After(cfg.ShutdownTimeout + time.Second):
-			runErr = fmt.Errorf("the agent did not stop within the shutdown timeout %s", cfg.ShutdownTimeout)
-		}
-	}
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}
-	return runErr
+	// The agent flushes its outbox within ShutdownTimeout itself: wait a second more.
+	return lifecycle.Run(ctx, lifecycle.Options{Name: "the agent", Listen: cfg.HTTPListen, Handler: a.Handler(),
+		ShutdownTimeout: cfg.ShutdownTimeout + time.Second, Log: log}, a.Run)
 }
 
 type redisLogger struct{ log zerolog.Logger }

@@ -9,12 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +19,7 @@ import (
 	"github.com/heartline/heartline/services/alerter"
 	"github.com/heartline/heartline/shared/config"
 	"github.com/heartline/heartline/shared/connect"
+	"github.com/heartline/heartline/shared/lifecycle"
 	"github.com/heartline/heartline/shared/logging"
 )
 
@@ -78,38 +76,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var srv *http.Server
-	if cfg.HTTPListen != "" {
-		ln, err := net.Listen("tcp", cfg.HTTPListen)
-		if err != nil {
-			return fmt.Errorf("not serving /healthz, /readyz and /metrics: %w", err)
-		}
-		srv = &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error().Err(err).Msg("HTTP server stopped")
-			}
-		}()
-		log.Info().Str("addr", ln.Addr().String()).Msg("serving /healthz, /readyz and /metrics")
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	var runErr error
-	select {
-	case runErr = <-done:
-		stop()
-	case <-ctx.Done():
-		log.Info().Msg("shutting down")
-		select {
-		case runErr = <-done:
-		case <-time.After(cfg.ShutdownTimeout):
-			runErr = fmt.Errorf("in-flight work did not finish within the shutdown timeout %s", cfg.ShutdownTimeout)
-		}
-	}
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}
-	return runErr
+	return lifecycle.Run(ctx, lifecycle.Options{Name: "the alerter", Listen: cfg.HTTPListen, Handler: svc.Handler(),
+		ShutdownTimeout: cfg.ShutdownTimeout, Log: log}, svc.Run)
 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -32,6 +31,7 @@ import (
 	"github.com/heartline/heartline/shared/events"
 	"github.com/heartline/heartline/shared/kv"
 	"github.com/heartline/heartline/shared/lease"
+	"github.com/heartline/heartline/shared/lifecycle"
 	"github.com/heartline/heartline/shared/logging"
 	"github.com/heartline/heartline/shared/stream"
 	"github.com/heartline/heartline/shared/topology"
@@ -293,21 +293,9 @@ func runService(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", c.Listen, err)
-	}
-	srv := &http.Server{Handler: w.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("http server stopped")
-		}
-	}()
-	log.Info().Str("listen", ln.Addr().String()).Str("stream", logging.RedactURL(c.Connect.Stream)).Str("owner", w.Owner()).Msg("lazarus running")
-	runErr := w.Run(ctx)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
+	log.Info().Str("stream", logging.RedactURL(c.Connect.Stream)).Str("owner", w.Owner()).Msg("lazarus running")
+	runErr := lifecycle.Run(ctx, lifecycle.Options{Name: "lazarus", Listen: c.Listen, Handler: w.Handler(reg),
+		ShutdownTimeout: c.ShutdownTimeout, Log: log}, w.Run)
 	log.Info().Msg("lazarus stopped")
 	return runErr
 }
