@@ -81,17 +81,6 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: %s", timeout, what())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // ---- fault injection in front of kinesalite ----
 
 type putEntry struct {

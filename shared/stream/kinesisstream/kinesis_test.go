@@ -19,58 +19,8 @@ import (
 
 	"github.com/heartline/heartline/shared/stream"
 	"github.com/heartline/heartline/shared/stream/kinesisstream"
+	"github.com/heartline/heartline/shared/stream/streamtest"
 )
-
-// collector records deliveries.
-type collector struct {
-	mu   sync.Mutex
-	list []stream.Delivery
-}
-
-func (c *collector) handler(ctx context.Context, d stream.Delivery) error {
-	c.mu.Lock()
-	c.list = append(c.list, d)
-	c.mu.Unlock()
-	return nil
-}
-
-func (c *collector) all() []stream.Delivery {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]stream.Delivery(nil), c.list...)
-}
-
-func (c *collector) distinct() int {
-	seen := map[string]bool{}
-	for _, d := range c.all() {
-		seen[d.ID] = true
-	}
-	return len(seen)
-}
-
-// consume runs Consume until the test ends (or stop is called).
-func consume(t *testing.T, ctx context.Context, b *kinesisstream.Backend, sub stream.Subscription, h stream.Handler) (stop func()) {
-	t.Helper()
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- b.Consume(cctx, sub, h) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Consume: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Consume did not return within 30s of cancellation")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
 
 func seqMsg(key string, i, size int) stream.Message {
 	data := []byte(fmt.Sprintf("%s|%d|", key, i))
@@ -201,11 +151,11 @@ func TestPutRecordsSplitsWithinLimits(t *testing.T) {
 	}
 	all = append(all, oneKey...)
 
-	c := &collector{}
-	consume(t, ctx, b, stream.Subscription{Topic: "split", Group: "g"}, c.handler)
-	waitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", c.distinct(), len(all)) },
-		func() bool { return c.distinct() == len(all) })
-	checkExact(t, all, c.all())
+	c := &streamtest.Collector{}
+	streamtest.Consume(t, ctx, b, stream.Subscription{Topic: "split", Group: "g"}, c.Handle)
+	streamtest.WaitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", c.Distinct(), len(all)) },
+		func() bool { return c.Distinct() == len(all) })
+	checkExact(t, all, c.Snapshot())
 }
 
 func TestPartialFailureResendsOnlyFailedRecords(t *testing.T) {
@@ -261,13 +211,13 @@ func TestPartialFailureResendsOnlyFailedRecords(t *testing.T) {
 	if !bytes.Equal(puts[1].Records[0].Data, puts[0].Records[1].Data) {
 		t.Fatal("the resent record of key b differs from the failed one")
 	}
-	c := &collector{}
-	consume(t, ctx, b, stream.Subscription{Topic: "partial", Group: "g"}, c.handler)
+	c := &streamtest.Collector{}
+	streamtest.Consume(t, ctx, b, stream.Subscription{Topic: "partial", Group: "g"}, c.Handle)
 	all := append([]stream.Message{seqMsg("warmup", 0, 1)}, msgs...)
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", c.distinct(), len(all)) },
-		func() bool { return c.distinct() == len(all) })
-	checkExact(t, all, c.all())
-	if n := len(c.all()); n != len(all) {
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", c.Distinct(), len(all)) },
+		func() bool { return c.Distinct() == len(all) })
+	checkExact(t, all, c.Snapshot())
+	if n := len(c.Snapshot()); n != len(all) {
 		t.Fatalf("%d deliveries of %d messages: records that succeeded were sent again", n, len(all))
 	}
 }
@@ -326,22 +276,22 @@ func TestExpiredIteratorIsRenewedFromLastRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := &collector{}
+	c := &streamtest.Collector{}
 	injected := false
 	var mu sync.Mutex
-	consume(t, ctx, b, stream.Subscription{Topic: "expiry", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
+	streamtest.Consume(t, ctx, b, stream.Subscription{Topic: "expiry", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if seqOf(d) == 7 && !injected {
 			injected = true
 			e.inj.fail("GetRecords", "ExpiredIteratorException", "ProvisionedThroughputExceededException", "ExpiredIteratorException")
 		}
-		return c.handler(ctx, d)
+		return c.Handle(ctx, d)
 	})
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", c.distinct(), len(msgs)) },
-		func() bool { return c.distinct() == len(msgs) })
-	checkExact(t, msgs, c.all())
-	if n := len(c.all()); n != len(msgs) {
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", c.Distinct(), len(msgs)) },
+		func() bool { return c.Distinct() == len(msgs) })
+	checkExact(t, msgs, c.Snapshot())
+	if n := len(c.Snapshot()); n != len(msgs) {
 		t.Fatalf("%d deliveries of %d messages: the renewed iterator did not start after the last processed record", n, len(msgs))
 	}
 	if n := e.inj.count("GetShardIterator"); n < 3 {
@@ -362,15 +312,15 @@ func TestCheckpointResumesInsideARecord(t *testing.T) {
 	if err := a.PublishBatch(ctx, "resume", msgs); err != nil { // one record
 		t.Fatal(err)
 	}
-	first := &collector{}
+	first := &streamtest.Collector{}
 	blocked := make(chan struct{})
-	stopA := consume(t, ctx, a, stream.Subscription{Topic: "resume", Group: "g", Instance: "a"}, func(ctx context.Context, d stream.Delivery) error {
+	stopA := streamtest.Consume(t, ctx, a, stream.Subscription{Topic: "resume", Group: "g", Instance: "a"}, func(ctx context.Context, d stream.Delivery) error {
 		if seqOf(d) == 7 {
 			close(blocked)
 			<-ctx.Done() // stopped while message 7 is in flight
 			return ctx.Err()
 		}
-		return first.handler(ctx, d)
+		return first.Handle(ctx, d)
 	})
 	select {
 	case <-blocked:
@@ -388,12 +338,12 @@ func TestCheckpointResumesInsideARecord(t *testing.T) {
 		t.Fatalf("checkpoint after the stop: %s (%v): want the record with next=7", ent.Value, err)
 	}
 	b := newBackend(t, o)
-	second := &collector{}
-	consume(t, ctx, b, stream.Subscription{Topic: "resume", Group: "g", Instance: "b"}, second.handler)
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of 13 delivered after the restart", second.distinct()) },
-		func() bool { return second.distinct() == 13 })
-	checkExact(t, msgs, append(first.all(), second.all()...))
-	if n := len(first.all()) + len(second.all()); n != 20 {
+	second := &streamtest.Collector{}
+	streamtest.Consume(t, ctx, b, stream.Subscription{Topic: "resume", Group: "g", Instance: "b"}, second.Handle)
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of 13 delivered after the restart", second.Distinct()) },
+		func() bool { return second.Distinct() == 13 })
+	checkExact(t, msgs, append(first.Snapshot(), second.Snapshot()...))
+	if n := len(first.Snapshot()) + len(second.Snapshot()); n != 20 {
 		t.Fatalf("%d deliveries for 20 messages: the restart did not resume exactly", n)
 	}
 }
@@ -408,10 +358,10 @@ func TestStartLatestRestartDoesNotSkip(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub := stream.Subscription{Topic: "late", Group: "watch", Start: stream.StartLatest}
-	c := &collector{}
-	stop := consume(t, ctx, b, sub, c.handler)
+	c := &streamtest.Collector{}
+	stop := streamtest.Consume(t, ctx, b, sub, c.Handle)
 	key := kinesisstream.CheckpointKey("late", "watch", "shardId-000000000000")
-	waitFor(t, 30*time.Second, func() string { return "the StartLatest group recorded no starting point" }, func() bool {
+	streamtest.WaitFor(t, 30*time.Second, func() string { return "the StartLatest group recorded no starting point" }, func() bool {
 		_, err := e.store.Get(ctx, key)
 		return err == nil
 	})
@@ -421,10 +371,10 @@ func TestStartLatestRestartDoesNotSkip(t *testing.T) {
 	if err := b.Publish(ctx, "late", m); err != nil {
 		t.Fatal(err)
 	}
-	consume(t, ctx, b, sub, c.handler)
-	waitFor(t, 60*time.Second, func() string { return "the message published during the downtime was not delivered" },
-		func() bool { return c.distinct() == 1 })
-	if d := c.all()[0]; d.ID != m.ID {
+	streamtest.Consume(t, ctx, b, sub, c.Handle)
+	streamtest.WaitFor(t, 60*time.Second, func() string { return "the message published during the downtime was not delivered" },
+		func() bool { return c.Distinct() == 1 })
+	if d := c.Snapshot()[0]; d.ID != m.ID {
 		t.Fatalf("a StartLatest group received %s", d.ID)
 	}
 }
@@ -440,10 +390,10 @@ func TestForeignRecordIsDeliveredRaw(t *testing.T) {
 		PartitionKey: aws.String("k"), Data: []byte(`{"written":"by something else"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	c := &collector{}
-	consume(t, ctx, b, stream.Subscription{Topic: "mixed", Group: "g"}, c.handler)
-	waitFor(t, 30*time.Second, func() string { return fmt.Sprintf("%d of 2 delivered", len(c.all())) }, func() bool { return len(c.all()) == 2 })
-	raw := c.all()[1]
+	c := &streamtest.Collector{}
+	streamtest.Consume(t, ctx, b, stream.Subscription{Topic: "mixed", Group: "g"}, c.Handle)
+	streamtest.WaitFor(t, 30*time.Second, func() string { return fmt.Sprintf("%d of 2 delivered", len(c.Snapshot())) }, func() bool { return len(c.Snapshot()) == 2 })
+	raw := c.Snapshot()[1]
 	if string(raw.Data) != `{"written":"by something else"}` || raw.Key != "k" || raw.ID != "" {
 		t.Fatalf("foreign record delivered as %+v", raw)
 	}
@@ -451,7 +401,7 @@ func TestForeignRecordIsDeliveredRaw(t *testing.T) {
 
 func waitActive(t *testing.T, ctx context.Context, c *kinesis.Client, name string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, func() string { return name + " not ACTIVE" }, func() bool {
+	streamtest.WaitFor(t, 30*time.Second, func() string { return name + " not ACTIVE" }, func() bool {
 		out, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
 		return err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive
 	})
@@ -482,11 +432,11 @@ func TestReshardKeepsOrderPerKey(t *testing.T) {
 		}
 	}
 	publish(10)
-	c := &collector{}
+	c := &streamtest.Collector{}
 	// A slow handler: the parent is still being read when the children fill up.
-	consume(t, ctx, b, stream.Subscription{Topic: "reshard", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
+	streamtest.Consume(t, ctx, b, stream.Subscription{Topic: "reshard", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
 		time.Sleep(2 * time.Millisecond)
-		return c.handler(ctx, d)
+		return c.Handle(ctx, d)
 	})
 	mid := new(big.Int).Lsh(big.NewInt(1), 127)
 	if _, err := e.client.SplitShard(ctx, &kinesis.SplitShardInput{StreamName: aws.String(name),
@@ -501,18 +451,18 @@ func TestReshardKeepsOrderPerKey(t *testing.T) {
 	}
 	waitActive(t, ctx, e.client, name)
 	publish(10)
-	waitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", c.distinct(), len(all)) },
-		func() bool { return c.distinct() == len(all) })
-	checkExact(t, all, c.all())
+	streamtest.WaitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", c.Distinct(), len(all)) },
+		func() bool { return c.Distinct() == len(all) })
+	checkExact(t, all, c.Snapshot())
 	parts := map[string]bool{}
-	for _, d := range c.all() {
+	for _, d := range c.Snapshot() {
 		parts[d.Partition] = true
 	}
 	if len(parts) != 4 {
 		t.Fatalf("deliveries came from shards %v: want the parent, both children and the merged shard", parts)
 	}
 	for _, s := range []string{"shardId-000000000000", "shardId-000000000001", "shardId-000000000002"} {
-		waitFor(t, 30*time.Second, func() string { return s + " not recorded as SHARD_END" }, func() bool {
+		streamtest.WaitFor(t, 30*time.Second, func() string { return s + " not recorded as SHARD_END" }, func() bool {
 			ent, err := e.store.Get(ctx, kinesisstream.CheckpointKey("reshard", "g", s))
 			var cp kinesisstream.Checkpoint
 			return err == nil && json.Unmarshal(ent.Value, &cp) == nil && cp.End && !cp.Skipped

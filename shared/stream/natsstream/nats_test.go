@@ -19,36 +19,8 @@ import (
 	"github.com/heartline/heartline/shared/stream"
 	"github.com/heartline/heartline/shared/stream/natsstream"
 	"github.com/heartline/heartline/shared/stream/natsstream/natstest"
+	"github.com/heartline/heartline/shared/stream/streamtest"
 )
-
-// collector records deliveries.
-type collector struct {
-	mu   sync.Mutex
-	got  []stream.Delivery
-	seen map[string]int
-}
-
-func newCollector() *collector { return &collector{seen: map[string]int{}} }
-
-func (c *collector) handle(_ context.Context, d stream.Delivery) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.got = append(c.got, d)
-	c.seen[d.ID]++
-	return nil
-}
-
-func (c *collector) distinct() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.seen)
-}
-
-func (c *collector) snapshot() []stream.Delivery {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]stream.Delivery(nil), c.got...)
-}
 
 // checkOrder fails when a key's messages were first delivered out of publish order
 // (data is "<key>|<seq>").
@@ -68,45 +40,6 @@ func checkOrder(t *testing.T, ds []stream.Delivery) {
 		}
 		last[d.Key] = n
 	}
-}
-
-func msg(key string, seq int) stream.Message {
-	return stream.Message{Key: key, ID: fmt.Sprintf("%s-%d", key, seq), Data: []byte(fmt.Sprintf("%s|%d", key, seq))}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: %s", timeout, what())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// consume runs Consume in the background until the test ends or stop is called.
-func consume(t *testing.T, c stream.Consumer, sub stream.Subscription, h stream.Handler) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Consume(ctx, sub, h) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Consume: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Consume did not return within 30s of cancellation")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
 }
 
 func jsOf(t *testing.T, url string) jetstream.JetStream {
@@ -165,7 +98,7 @@ func TestDuplicateMessageIDStoredOnce(t *testing.T) {
 		}
 	}
 	// Also within a batch and from another client.
-	if err := b.PublishBatch(ctx, "dedup", []stream.Message{m, msg("shard-2", 1), m}); err != nil {
+	if err := b.PublishBatch(ctx, "dedup", []stream.Message{m, streamtest.Msg("shard-2", 1), m}); err != nil {
 		t.Fatal(err)
 	}
 	if err := newBackend(t, testOptions(t, srv.ClientURL())).Publish(ctx, "dedup", m); err != nil {
@@ -174,11 +107,11 @@ func TestDuplicateMessageIDStoredOnce(t *testing.T) {
 	if n := stored(t, srv.ClientURL(), "dedup"); n != 2 {
 		t.Fatalf("stream holds %d messages, want 2 (one per distinct id)", n)
 	}
-	c := newCollector()
-	consume(t, b, stream.Subscription{Topic: "dedup", Group: "g"}, c.handle)
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of 2") }, func() bool { return c.distinct() == 2 })
+	c := &streamtest.Collector{}
+	streamtest.Consume(t, context.Background(), b, stream.Subscription{Topic: "dedup", Group: "g"}, c.Handle)
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.Distinct(), " of 2") }, func() bool { return c.Distinct() == 2 })
 	time.Sleep(300 * time.Millisecond)
-	if n := len(c.snapshot()); n != 2 {
+	if n := len(c.Snapshot()); n != 2 {
 		t.Fatalf("%d deliveries, want 2", n)
 	}
 }
@@ -201,12 +134,12 @@ func TestArbitraryKeysAndIDsRoundTrip(t *testing.T) {
 	if err := b.Publish(ctx, "odd", odd[0]); err != nil { // a duplicate
 		t.Fatal(err)
 	}
-	c := newCollector()
-	consume(t, b, stream.Subscription{Topic: "odd", Group: "g"}, c.handle)
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(len(c.snapshot()), " of 4") }, func() bool { return len(c.snapshot()) >= 4 })
+	c := &streamtest.Collector{}
+	streamtest.Consume(t, context.Background(), b, stream.Subscription{Topic: "odd", Group: "g"}, c.Handle)
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprint(len(c.Snapshot()), " of 4") }, func() bool { return len(c.Snapshot()) >= 4 })
 	time.Sleep(300 * time.Millisecond)
 	got := map[string]stream.Delivery{}
-	for _, d := range c.snapshot() {
+	for _, d := range c.Snapshot() {
 		if _, dup := got[d.Key]; dup {
 			t.Fatalf("key %q delivered twice: the duplicate id was not dropped", d.Key)
 		}
@@ -232,7 +165,7 @@ func TestConcurrentCreationIsIdempotent(t *testing.T) {
 	srv := natstest.Start(t)
 	ctx := context.Background()
 	const clients = 6
-	c := newCollector()
+	c := &streamtest.Collector{}
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	for i := 0; i < clients; i++ {
@@ -240,8 +173,8 @@ func TestConcurrentCreationIsIdempotent(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			consume(t, b, stream.Subscription{Topic: "race", Group: "g", Instance: fmt.Sprint("m", i)}, c.handle)
-			errs <- b.Publish(ctx, "race", msg(fmt.Sprint("k", i), 0))
+			streamtest.Consume(t, context.Background(), b, stream.Subscription{Topic: "race", Group: "g", Instance: fmt.Sprint("m", i)}, c.Handle)
+			errs <- b.Publish(ctx, "race", streamtest.Msg(fmt.Sprint("k", i), 0))
 		}(i)
 	}
 	wg.Wait()
@@ -250,7 +183,7 @@ func TestConcurrentCreationIsIdempotent(t *testing.T) {
 			t.Fatalf("Publish: %v", err)
 		}
 	}
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of ", clients) }, func() bool { return c.distinct() == clients })
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.Distinct(), " of ", clients) }, func() bool { return c.Distinct() == clients })
 	js := jsOf(t, srv.ClientURL())
 	var streams []string
 	for n := range js.StreamNames(ctx).Name() {
@@ -288,8 +221,8 @@ func TestPublishRetriesAcrossServerRestart(t *testing.T) {
 	cons := newBackend(t, testOptions(t, srv.ClientURL()))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := newCollector()
-	stop := consume(t, cons, stream.Subscription{Topic: "restart", Group: "g"}, c.handle)
+	c := &streamtest.Collector{}
+	stop := streamtest.Consume(t, context.Background(), cons, stream.Subscription{Topic: "restart", Group: "g"}, c.Handle)
 
 	const keys, rounds = 8, 60
 	published := make(chan int, rounds)
@@ -300,12 +233,12 @@ func TestPublishRetriesAcrossServerRestart(t *testing.T) {
 			if i%2 == 0 {
 				var batch []stream.Message
 				for k := 0; k < keys; k++ {
-					batch = append(batch, msg(fmt.Sprint("k", k), i))
+					batch = append(batch, streamtest.Msg(fmt.Sprint("k", k), i))
 				}
 				err = pub.PublishBatch(ctx, "restart", batch)
 			} else {
 				for k := 0; k < keys && err == nil; k++ {
-					err = pub.Publish(ctx, "restart", msg(fmt.Sprint("k", k), i))
+					err = pub.Publish(ctx, "restart", streamtest.Msg(fmt.Sprint("k", k), i))
 				}
 			}
 			if err != nil {
@@ -328,8 +261,8 @@ func TestPublishRetriesAcrossServerRestart(t *testing.T) {
 		t.Fatalf("publishing across the restart: %v", err)
 	}
 	total := keys * rounds
-	waitFor(t, 90*time.Second, func() string { return fmt.Sprint(c.distinct(), " of ", total) }, func() bool { return c.distinct() == total })
-	checkOrder(t, c.snapshot())
+	streamtest.WaitFor(t, 90*time.Second, func() string { return fmt.Sprint(c.Distinct(), " of ", total) }, func() bool { return c.Distinct() == total })
+	checkOrder(t, c.Snapshot())
 	// Stop the clients while the second server still runs (cleanups stop it first).
 	stop()
 	_ = pub.Close()
@@ -346,34 +279,34 @@ func TestMessagesSurviveServerRestart(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t, testOptions(t, url))
 	for i := 0; i < 20; i++ {
-		if err := b.Publish(ctx, "durable", msg("k", i)); err != nil {
+		if err := b.Publish(ctx, "durable", streamtest.Msg("k", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c := newCollector()
-	stop := consume(t, b, stream.Subscription{Topic: "durable", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
+	c := &streamtest.Collector{}
+	stop := streamtest.Consume(t, context.Background(), b, stream.Subscription{Topic: "durable", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
 		if n, _ := strconv.Atoi(strings.TrimPrefix(d.ID, "k-")); n >= 10 { // handle k-0..k-9 only
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		return c.handle(ctx, d)
+		return c.Handle(ctx, d)
 	})
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of 10") }, func() bool { return c.distinct() == 10 })
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.Distinct(), " of 10") }, func() bool { return c.Distinct() == 10 })
 	stop()
 	_ = b.Close()
 	srv.Shutdown()
 	natstest.StartIn(t, dir, port)
 	b2 := newBackend(t, testOptions(t, url))
 	for i := 20; i < 30; i++ {
-		if err := b2.Publish(ctx, "durable", msg("k", i)); err != nil {
+		if err := b2.Publish(ctx, "durable", streamtest.Msg("k", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	stop = consume(t, b2, stream.Subscription{Topic: "durable", Group: "g"}, c.handle)
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of 30") }, func() bool { return c.distinct() == 30 })
+	stop = streamtest.Consume(t, context.Background(), b2, stream.Subscription{Topic: "durable", Group: "g"}, c.Handle)
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.Distinct(), " of 30") }, func() bool { return c.Distinct() == 30 })
 	stop()
 	_ = b2.Close()
-	ds := c.snapshot()
+	ds := c.Snapshot()
 	checkOrder(t, ds)
 	for _, d := range ds[10:] {
 		if n, _ := strconv.Atoi(strings.TrimPrefix(d.ID, "k-")); n < 10 {
@@ -394,17 +327,17 @@ func TestTakeoverRedeliversOutstandingInOrder(t *testing.T) {
 	o.LeaseTTL = 10 * time.Minute // ack wait 5 min: expiry cannot be what redelivers
 	b := newBackend(t, o)
 	for i := 0; i < 10; i++ {
-		if err := b.Publish(ctx, "outstanding", msg("k", i)); err != nil {
+		if err := b.Publish(ctx, "outstanding", streamtest.Msg("k", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Create the group's consumers, then stop.
-	probe := newCollector()
-	stop := consume(t, b, stream.Subscription{Topic: "outstanding", Group: "g"}, probe.handle)
-	waitFor(t, 60*time.Second, func() string { return "group not created" }, func() bool { return probe.distinct() == 10 })
+	probe := &streamtest.Collector{}
+	stop := streamtest.Consume(t, context.Background(), b, stream.Subscription{Topic: "outstanding", Group: "g"}, probe.Handle)
+	streamtest.WaitFor(t, 60*time.Second, func() string { return "group not created" }, func() bool { return probe.Distinct() == 10 })
 	stop()
 	for i := 10; i < 20; i++ {
-		if err := b.Publish(ctx, "outstanding", msg("k", i)); err != nil {
+		if err := b.Publish(ctx, "outstanding", streamtest.Msg("k", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -425,10 +358,10 @@ func TestTakeoverRedeliversOutstandingInOrder(t *testing.T) {
 	if len(held) != 5 || held[0] != "k|10" {
 		t.Fatalf("raw fetch got %v", held)
 	}
-	c := newCollector()
-	consume(t, b, stream.Subscription{Topic: "outstanding", Group: "g"}, c.handle)
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of 10") }, func() bool { return c.distinct() == 10 })
-	ds := c.snapshot()
+	c := &streamtest.Collector{}
+	streamtest.Consume(t, context.Background(), b, stream.Subscription{Topic: "outstanding", Group: "g"}, c.Handle)
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.Distinct(), " of 10") }, func() bool { return c.Distinct() == 10 })
+	ds := c.Snapshot()
 	if string(ds[0].Data) != "k|10" {
 		t.Fatalf("first delivery after takeover is %s, want k|10", ds[0].Data)
 	}
@@ -455,7 +388,7 @@ func TestCloseStopsConsumersAndRefusesUse(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Consume did not return after Close")
 	}
-	if err := b.Publish(ctx, "closing", msg("k", 1)); !errors.Is(err, stream.ErrClosed) {
+	if err := b.Publish(ctx, "closing", streamtest.Msg("k", 1)); !errors.Is(err, stream.ErrClosed) {
 		t.Fatalf("Publish after Close: want ErrClosed, got %v", err)
 	}
 	if err := b.Consume(ctx, stream.Subscription{Topic: "closing", Group: "g"}, nil); !errors.Is(err, stream.ErrClosed) {
@@ -474,14 +407,14 @@ func TestPublishBatchWaitsForRestartedServer(t *testing.T) {
 	pub := newBackend(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := pub.Publish(ctx, "outage", msg("warmup", 0)); err != nil {
+	if err := pub.Publish(ctx, "outage", streamtest.Msg("warmup", 0)); err != nil {
 		t.Fatal(err)
 	}
 	srv.Shutdown()
 	var batch []stream.Message
 	for i := 0; i < 50; i++ {
 		for k := 0; k < 4; k++ {
-			batch = append(batch, msg(fmt.Sprint("k", k), i))
+			batch = append(batch, streamtest.Msg(fmt.Sprint("k", k), i))
 		}
 	}
 	done := make(chan error, 1)
@@ -498,11 +431,11 @@ func TestPublishBatchWaitsForRestartedServer(t *testing.T) {
 	if n := stored(t, srv.ClientURL(), "outage"); n != uint64(len(batch)+1) {
 		t.Fatalf("stream holds %d messages, want %d: duplicates or losses", n, len(batch)+1)
 	}
-	c := newCollector()
-	stop := consume(t, pub, stream.Subscription{Topic: "outage", Group: "g"}, c.handle)
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " of ", len(batch)+1) },
-		func() bool { return c.distinct() == len(batch)+1 })
-	checkOrder(t, c.snapshot())
+	c := &streamtest.Collector{}
+	stop := streamtest.Consume(t, context.Background(), pub, stream.Subscription{Topic: "outage", Group: "g"}, c.Handle)
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.Distinct(), " of ", len(batch)+1) },
+		func() bool { return c.Distinct() == len(batch)+1 })
+	checkOrder(t, c.Snapshot())
 	stop()
 	_ = pub.Close()
 }
@@ -526,23 +459,23 @@ func TestCrashedMemberWithPrefetchedMessages(t *testing.T) {
 	var batch []stream.Message
 	for i := 0; i < perKey; i++ {
 		for k := 0; k < keys; k++ {
-			batch = append(batch, msg(fmt.Sprint("k", k), i))
+			batch = append(batch, streamtest.Msg(fmt.Sprint("k", k), i))
 		}
 	}
 	if err := pub.PublishBatch(ctx, "crash2", batch); err != nil {
 		t.Fatal(err)
 	}
-	c := newCollector()
+	c := &streamtest.Collector{}
 	aDone := make(chan error, 1)
 	actx, acancel := context.WithCancel(ctx)
 	defer acancel()
 	go func() {
 		aDone <- a.Consume(actx, stream.Subscription{Topic: "crash2", Group: "g", Instance: "a"}, func(ctx context.Context, d stream.Delivery) error {
 			time.Sleep(time.Millisecond) // slow enough to have a prefetch backlog
-			return c.handle(ctx, d)
+			return c.Handle(ctx, d)
 		})
 	}()
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " handled by a") }, func() bool { return c.distinct() >= 40 })
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.Distinct(), " handled by a") }, func() bool { return c.Distinct() >= 40 })
 	nc.Close() // the crash
 	select {
 	case err := <-aDone:
@@ -553,10 +486,10 @@ func TestCrashedMemberWithPrefetchedMessages(t *testing.T) {
 		t.Fatal("Consume did not end after its connection closed")
 	}
 	b := newBackend(t, testOptions(t, srv.ClientURL()))
-	stop := consume(t, b, stream.Subscription{Topic: "crash2", Group: "g", Instance: "b"}, c.handle)
+	stop := streamtest.Consume(t, context.Background(), b, stream.Subscription{Topic: "crash2", Group: "g", Instance: "b"}, c.Handle)
 	total := keys * perKey
-	waitFor(t, 90*time.Second, func() string { return fmt.Sprint(c.distinct(), " of ", total) }, func() bool { return c.distinct() == total })
-	checkOrder(t, c.snapshot())
+	streamtest.WaitFor(t, 90*time.Second, func() string { return fmt.Sprint(c.Distinct(), " of ", total) }, func() bool { return c.Distinct() == total })
+	checkOrder(t, c.Snapshot())
 	stop()
 }
 
@@ -575,25 +508,25 @@ func TestConsumerOrderAcrossServerRestart(t *testing.T) {
 	var batch []stream.Message
 	for i := 0; i < perKey; i++ {
 		for k := 0; k < keys; k++ {
-			batch = append(batch, msg(fmt.Sprint("k", k), i))
+			batch = append(batch, streamtest.Msg(fmt.Sprint("k", k), i))
 		}
 	}
 	if err := pub.PublishBatch(ctx, "busy", batch); err != nil {
 		t.Fatal(err)
 	}
 	con := newBackend(t, testOptions(t, srv.ClientURL()))
-	c := newCollector()
-	stop := consume(t, con, stream.Subscription{Topic: "busy", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
+	c := &streamtest.Collector{}
+	stop := streamtest.Consume(t, context.Background(), con, stream.Subscription{Topic: "busy", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
 		time.Sleep(100 * time.Microsecond)
-		return c.handle(ctx, d)
+		return c.Handle(ctx, d)
 	})
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.distinct(), " handled") }, func() bool { return c.distinct() >= 1000 })
+	streamtest.WaitFor(t, 60*time.Second, func() string { return fmt.Sprint(c.Distinct(), " handled") }, func() bool { return c.Distinct() >= 1000 })
 	srv.Shutdown()
 	time.Sleep(300 * time.Millisecond)
 	natstest.StartIn(t, dir, port)
 	total := keys * perKey
-	waitFor(t, 120*time.Second, func() string { return fmt.Sprint(c.distinct(), " of ", total) }, func() bool { return c.distinct() == total })
-	checkOrder(t, c.snapshot())
+	streamtest.WaitFor(t, 120*time.Second, func() string { return fmt.Sprint(c.Distinct(), " of ", total) }, func() bool { return c.Distinct() == total })
+	checkOrder(t, c.Snapshot())
 	stop()
 	_ = con.Close()
 	_ = pub.Close()
@@ -622,10 +555,10 @@ func TestEmbeddedServesOtherProcesses(t *testing.T) {
 		t.Fatalf("child process: %v\n%s", err, out)
 	}
 	b := newBackend(t, testOptions(t, srv.ClientURL()))
-	c := newCollector()
-	consume(t, b, stream.Subscription{Topic: "xproc", Group: "g"}, c.handle)
-	waitFor(t, 60*time.Second, func() string { return "the child's message did not arrive" }, func() bool { return c.distinct() == 1 })
-	if d := c.snapshot()[0]; d.ID != "from-child" || string(d.Data) == fmt.Sprint(os.Getpid()) {
+	c := &streamtest.Collector{}
+	streamtest.Consume(t, context.Background(), b, stream.Subscription{Topic: "xproc", Group: "g"}, c.Handle)
+	streamtest.WaitFor(t, 60*time.Second, func() string { return "the child's message did not arrive" }, func() bool { return c.Distinct() == 1 })
+	if d := c.Snapshot()[0]; d.ID != "from-child" || string(d.Data) == fmt.Sprint(os.Getpid()) {
 		t.Fatalf("delivery %+v", d)
 	}
 }
@@ -639,13 +572,13 @@ func TestEphemeralGroupIsRemoved(t *testing.T) {
 	o.Partitions = 1
 	o.EphemeralInactive = time.Second
 	b := newBackend(t, o)
-	if err := b.Publish(ctx, "watch", msg("k", 0)); err != nil {
+	if err := b.Publish(ctx, "watch", streamtest.Msg("k", 0)); err != nil {
 		t.Fatal(err)
 	}
 	for _, ephemeral := range []bool{true, false} {
-		c := newCollector()
-		stop := consume(t, b, stream.Subscription{Topic: "watch", Group: fmt.Sprint("g-", ephemeral), Ephemeral: ephemeral}, c.handle)
-		waitFor(t, 60*time.Second, func() string { return "nothing delivered" }, func() bool { return c.distinct() == 1 })
+		c := &streamtest.Collector{}
+		stop := streamtest.Consume(t, context.Background(), b, stream.Subscription{Topic: "watch", Group: fmt.Sprint("g-", ephemeral), Ephemeral: ephemeral}, c.Handle)
+		streamtest.WaitFor(t, 60*time.Second, func() string { return "nothing delivered" }, func() bool { return c.Distinct() == 1 })
 		stop()
 	}
 	js := jsOf(t, srv.ClientURL())
@@ -653,7 +586,7 @@ func TestEphemeralGroupIsRemoved(t *testing.T) {
 		_, err := js.Consumer(ctx, natsstream.StreamName("watch", 0), natsstream.ConsumerName(group, 0))
 		return err
 	}
-	waitFor(t, 60*time.Second, func() string { return "the ephemeral group's consumer is still there" }, func() bool {
+	streamtest.WaitFor(t, 60*time.Second, func() string { return "the ephemeral group's consumer is still there" }, func() bool {
 		return errors.Is(consumer("g-true"), jetstream.ErrConsumerNotFound)
 	})
 	if err := consumer("g-false"); err != nil {

@@ -101,45 +101,6 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// consume runs Consume in the background; the returned stop cancels it and waits.
-func consume(t *testing.T, ctx context.Context, c stream.Consumer, sub stream.Subscription, h stream.Handler) (stop func()) {
-	t.Helper()
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Consume(cctx, sub, h) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil && !errors.Is(err, context.Canceled) {
-					t.Errorf("Consume returned %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Consume did not return within 30s of cancellation")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: %s", timeout, what())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func msg(key string, seq int) stream.Message {
-	return stream.Message{Key: key, ID: fmt.Sprintf("%s-%d", key, seq), Data: []byte(fmt.Sprintf("%s|%d", key, seq))}
-}
-
 func seqOf(data string) int {
 	_, s, _ := strings.Cut(data, "|")
 	n, _ := strconv.Atoi(s)
@@ -150,7 +111,7 @@ func publishAll(t *testing.T, ctx context.Context, p stream.Publisher, topic str
 	t.Helper()
 	for i := 0; i < perKey; i++ {
 		for k := 0; k < keys; k++ {
-			if err := p.Publish(ctx, topic, msg(fmt.Sprintf("k%d", k), i)); err != nil {
+			if err := p.Publish(ctx, topic, Msg(fmt.Sprintf("k%d", k), i)); err != nil {
 				t.Fatalf("Publish: %v", err)
 			}
 		}
@@ -193,7 +154,7 @@ func testPublishConsume(t *testing.T, h Harness) {
 		t.Fatalf("Publish: %v", err)
 	}
 	got := make(chan stream.Delivery, 1)
-	consume(t, ctx, c, stream.Subscription{Topic: "events", Group: "g1"}, func(ctx context.Context, d stream.Delivery) error {
+	Consume(t, ctx, c, stream.Subscription{Topic: "events", Group: "g1"}, func(ctx context.Context, d stream.Delivery) error {
 		select {
 		case got <- d:
 		default:
@@ -227,12 +188,12 @@ func testOrder(t *testing.T, h Harness) {
 				var batch []stream.Message
 				for k := 0; k < keysEach; k++ {
 					key := fmt.Sprintf("p%dk%d", p, k)
-					if err := c.Publish(ctx, "ordered", msg(key, i)); err != nil {
+					if err := c.Publish(ctx, "ordered", Msg(key, i)); err != nil {
 						t.Errorf("Publish: %v", err)
 						return
 					}
 					for j := 1; j < 4; j++ {
-						batch = append(batch, msg(key, i+j))
+						batch = append(batch, Msg(key, i+j))
 					}
 				}
 				if err := c.PublishBatch(ctx, "ordered", batch); err != nil {
@@ -245,9 +206,9 @@ func testOrder(t *testing.T, h Harness) {
 	wg.Wait()
 	r := &recorder{}
 	c := newClient(t, h)
-	consume(t, ctx, c, stream.Subscription{Topic: "ordered", Group: "g"}, handlerInto(r, "a"))
+	Consume(t, ctx, c, stream.Subscription{Topic: "ordered", Group: "g"}, handlerInto(r, "a"))
 	total := publishers * keysEach * perKey
-	waitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", r.distinct(), total) },
+	WaitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", r.distinct(), total) },
 		func() bool { return r.distinct() == total })
 	checkOrder(t, r.snapshot())
 }
@@ -256,14 +217,14 @@ func testRedelivery(t *testing.T, h Harness) {
 	ctx := testCtx(t)
 	c := newClient(t, h)
 	for i := 0; i < 5; i++ {
-		if err := c.Publish(ctx, "retry", msg("k", i)); err != nil {
+		if err := c.Publish(ctx, "retry", Msg("k", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r := &recorder{}
 	var mu sync.Mutex
 	fails := map[string]int{}
-	consume(t, ctx, c, stream.Subscription{Topic: "retry", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
+	Consume(t, ctx, c, stream.Subscription{Topic: "retry", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
 		r.add(rec{key: d.Key, id: d.ID, data: string(d.Data), attempt: d.Attempt})
 		mu.Lock()
 		defer mu.Unlock()
@@ -273,7 +234,7 @@ func testRedelivery(t *testing.T, h Harness) {
 		}
 		return nil
 	})
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of 5 delivered", r.distinct()) },
+	WaitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of 5 delivered", r.distinct()) },
 		func() bool { return r.distinct() == 5 && len(r.snapshot()) >= 7 })
 	var attempts []int
 	for _, x := range r.snapshot() {
@@ -301,12 +262,12 @@ func testDeadLetter(t *testing.T, h Harness) {
 	ctx := testCtx(t)
 	c := newClient(t, h)
 	for i := 0; i < 3; i++ {
-		if err := c.Publish(ctx, "poison", msg("k", i)); err != nil {
+		if err := c.Publish(ctx, "poison", Msg("k", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r := &recorder{}
-	consume(t, ctx, c, stream.Subscription{Topic: "poison", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
+	Consume(t, ctx, c, stream.Subscription{Topic: "poison", Group: "g"}, func(ctx context.Context, d stream.Delivery) error {
 		r.add(rec{key: d.Key, id: d.ID, data: string(d.Data), attempt: d.Attempt})
 		if d.ID == "k-1" {
 			return stream.Permanent(errors.New("cannot parse"))
@@ -314,8 +275,8 @@ func testDeadLetter(t *testing.T, h Harness) {
 		return nil
 	})
 	dl := &recorder{}
-	consume(t, ctx, c, stream.Subscription{Topic: stream.DeadLetterTopic, Group: "dl"}, handlerInto(dl, "dl"))
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d delivered, %d dead-lettered", r.distinct(), dl.distinct()) },
+	Consume(t, ctx, c, stream.Subscription{Topic: stream.DeadLetterTopic, Group: "dl"}, handlerInto(dl, "dl"))
+	WaitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d delivered, %d dead-lettered", r.distinct(), dl.distinct()) },
 		func() bool { return r.distinct() == 3 && dl.distinct() == 1 })
 	n := 0
 	for _, x := range r.snapshot() {
@@ -344,7 +305,7 @@ func testKillRestart(t *testing.T, h Harness) {
 	var once sync.Once
 	var count int
 	var mu sync.Mutex
-	stopA := consume(t, ctx, a, stream.Subscription{Topic: "resume", Group: "g", Instance: "a"}, func(ctx context.Context, d stream.Delivery) error {
+	stopA := Consume(t, ctx, a, stream.Subscription{Topic: "resume", Group: "g", Instance: "a"}, func(ctx context.Context, d stream.Delivery) error {
 		mu.Lock()
 		count++
 		n := count
@@ -362,8 +323,8 @@ func testKillRestart(t *testing.T, h Harness) {
 	_ = a.Close()
 	ackedByA := r.distinct()
 	b := newClient(t, h)
-	consume(t, ctx, b, stream.Subscription{Topic: "resume", Group: "g", Instance: "b"}, handlerInto(r, "b"))
-	waitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", r.distinct(), total) },
+	Consume(t, ctx, b, stream.Subscription{Topic: "resume", Group: "g", Instance: "b"}, handlerInto(r, "b"))
+	WaitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", r.distinct(), total) },
 		func() bool { return r.distinct() == total })
 	// b resumed where a left off: it did not start over.
 	seenByA := map[string]bool{}
@@ -388,14 +349,14 @@ func testCrashTakeover(t *testing.T, h Harness) {
 	r := &recorder{}
 	// a consumes, then its client is closed under it without a clean stop: the
 	// stand-in for a crashed process.
-	consume(t, ctx, a, stream.Subscription{Topic: "crash", Group: "g", Instance: "a"}, handlerInto(r, "a"))
+	Consume(t, ctx, a, stream.Subscription{Topic: "crash", Group: "g", Instance: "a"}, handlerInto(r, "a"))
 	publishAll(t, ctx, pub, "crash", 8, 5)
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of 40", r.distinct()) }, func() bool { return r.distinct() == 40 })
+	WaitFor(t, 60*time.Second, func() string { return fmt.Sprintf("%d of 40", r.distinct()) }, func() bool { return r.distinct() == 40 })
 	_ = a.Close()
 	b := newClient(t, h)
-	consume(t, ctx, b, stream.Subscription{Topic: "crash", Group: "g", Instance: "b"}, handlerInto(r, "b"))
+	Consume(t, ctx, b, stream.Subscription{Topic: "crash", Group: "g", Instance: "b"}, handlerInto(r, "b"))
 	publishAll(t, ctx, pub, "crash", 8, 10) // ids k-0..k-9 repeat 0..4: new ids are 5..9
-	waitFor(t, h.Takeover+60*time.Second, func() string { return fmt.Sprintf("%d of 80 distinct", r.distinct()) },
+	WaitFor(t, h.Takeover+60*time.Second, func() string { return fmt.Sprintf("%d of 80 distinct", r.distinct()) },
 		func() bool { return r.distinct() == 80 })
 }
 
@@ -404,22 +365,22 @@ func testSharing(t *testing.T, h Harness) {
 	pub := newClient(t, h)
 	r := &recorder{}
 	a, b := newClient(t, h), newClient(t, h)
-	consume(t, ctx, a, stream.Subscription{Topic: "shared", Group: "g", Instance: "a"}, handlerInto(r, "a"))
-	consume(t, ctx, b, stream.Subscription{Topic: "shared", Group: "g", Instance: "b"}, handlerInto(r, "b"))
+	Consume(t, ctx, a, stream.Subscription{Topic: "shared", Group: "g", Instance: "a"}, handlerInto(r, "a"))
+	Consume(t, ctx, b, stream.Subscription{Topic: "shared", Group: "g", Instance: "b"}, handlerInto(r, "b"))
 	const keys = 40
 	total := 0
 	// Publish over a while, so that the group has time to balance.
 	deadline := time.Now().Add(h.Takeover + 5*time.Second)
 	for i := 0; time.Now().Before(deadline) || i < 5; i++ {
 		for k := 0; k < keys; k++ {
-			if err := pub.Publish(ctx, "shared", msg(fmt.Sprintf("k%d", k), i)); err != nil {
+			if err := pub.Publish(ctx, "shared", Msg(fmt.Sprintf("k%d", k), i)); err != nil {
 				t.Fatal(err)
 			}
 			total++
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	waitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", r.distinct(), total) },
+	WaitFor(t, 90*time.Second, func() string { return fmt.Sprintf("%d of %d delivered", r.distinct(), total) },
 		func() bool { return r.distinct() == total })
 	by := map[string]int{}
 	for _, x := range r.snapshot() {
@@ -436,9 +397,9 @@ func testSeparateGroups(t *testing.T, h Harness) {
 	c := newClient(t, h)
 	publishAll(t, ctx, c, "fanout", 5, 10)
 	r1, r2 := &recorder{}, &recorder{}
-	consume(t, ctx, newClient(t, h), stream.Subscription{Topic: "fanout", Group: "alerter"}, handlerInto(r1, "1"))
-	consume(t, ctx, newClient(t, h), stream.Subscription{Topic: "fanout", Group: "auditor"}, handlerInto(r2, "2"))
-	waitFor(t, 60*time.Second, func() string { return fmt.Sprintf("groups got %d and %d of 50", r1.distinct(), r2.distinct()) },
+	Consume(t, ctx, newClient(t, h), stream.Subscription{Topic: "fanout", Group: "alerter"}, handlerInto(r1, "1"))
+	Consume(t, ctx, newClient(t, h), stream.Subscription{Topic: "fanout", Group: "auditor"}, handlerInto(r2, "2"))
+	WaitFor(t, 60*time.Second, func() string { return fmt.Sprintf("groups got %d and %d of 50", r1.distinct(), r2.distinct()) },
 		func() bool { return r1.distinct() == 50 && r2.distinct() == 50 })
 }
 
@@ -449,7 +410,7 @@ func testStartLatest(t *testing.T, h Harness) {
 	r := &recorder{}
 	ready := make(chan struct{})
 	var once sync.Once
-	consume(t, ctx, c, stream.Subscription{Topic: "latest", Group: "late", Start: stream.StartLatest}, func(ctx context.Context, d stream.Delivery) error {
+	Consume(t, ctx, c, stream.Subscription{Topic: "latest", Group: "late", Start: stream.StartLatest}, func(ctx context.Context, d stream.Delivery) error {
 		if d.Key == "probe" {
 			once.Do(func() { close(ready) })
 			return nil
@@ -472,10 +433,10 @@ probe:
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	if err := c.Publish(ctx, "latest", msg("new", 99)); err != nil {
+	if err := c.Publish(ctx, "latest", Msg("new", 99)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, func() string { return "the new message was not delivered" }, func() bool { return r.distinct() >= 1 })
+	WaitFor(t, 60*time.Second, func() string { return "the new message was not delivered" }, func() bool { return r.distinct() >= 1 })
 	for _, x := range r.snapshot() {
 		if x.key != "new" {
 			t.Fatalf("a StartLatest group received history: %+v", x)
@@ -490,14 +451,14 @@ func testRejects(t *testing.T, h Harness) {
 	if err := c.Publish(ctx, "limits", big); !errors.Is(err, stream.ErrTooLarge) {
 		t.Fatalf("oversize Publish: want ErrTooLarge, got %v", err)
 	}
-	batch := []stream.Message{msg("k", 1), big}
+	batch := []stream.Message{Msg("k", 1), big}
 	if err := c.PublishBatch(ctx, "limits", batch); !errors.Is(err, stream.ErrTooLarge) {
 		t.Fatalf("batch with an oversize message: want ErrTooLarge, got %v", err)
 	}
 	for _, bad := range []struct {
 		topic string
 		m     stream.Message
-	}{{"no spaces", msg("k", 1)}, {"", msg("k", 1)}, {"limits", stream.Message{Key: "", Data: []byte("x")}}} {
+	}{{"no spaces", Msg("k", 1)}, {"", Msg("k", 1)}, {"limits", stream.Message{Key: "", Data: []byte("x")}}} {
 		if err := c.Publish(ctx, bad.topic, bad.m); !errors.Is(err, stream.ErrInvalid) {
 			t.Errorf("Publish(%q, key %q): want ErrInvalid, got %v", bad.topic, bad.m.Key, err)
 		}
@@ -507,12 +468,12 @@ func testRejects(t *testing.T, h Harness) {
 		t.Fatalf("Consume with a bad group: want ErrInvalid, got %v", err)
 	}
 	// The rejected batch published nothing: only the good message below is delivered.
-	if err := c.Publish(ctx, "limits", msg("after", 1)); err != nil {
+	if err := c.Publish(ctx, "limits", Msg("after", 1)); err != nil {
 		t.Fatal(err)
 	}
 	r := &recorder{}
-	consume(t, ctx, c, stream.Subscription{Topic: "limits", Group: "g"}, handlerInto(r, "a"))
-	waitFor(t, 60*time.Second, func() string { return "message after the rejects not delivered" }, func() bool { return r.distinct() >= 1 })
+	Consume(t, ctx, c, stream.Subscription{Topic: "limits", Group: "g"}, handlerInto(r, "a"))
+	WaitFor(t, 60*time.Second, func() string { return "message after the rejects not delivered" }, func() bool { return r.distinct() >= 1 })
 	time.Sleep(500 * time.Millisecond)
 	ids := []string{}
 	for _, x := range r.snapshot() {
