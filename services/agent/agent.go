@@ -105,6 +105,9 @@ type state struct {
 	healthySince time.Time // unfreeze conditions held continuously since
 	leftAlone    string    // why a parked replica is left to lazarus (logged once per reason)
 	verify       *verifyInfo
+	parkGuardOff bool      // the last park address check found something accepting connections
+	sincePark    int       // probe cycles since the last park address check
+	parkErrLog   time.Time // when a park skipped for the park address was last logged
 
 	// Drift.
 	primaryDrift, replicaDrift []events.ConfigDrift
@@ -161,6 +164,7 @@ func New(o Options) (*Agent, error) {
 	}
 	a.st.flags = map[events.Flag]bool{}
 	a.st.driftDueP, a.st.driftDueR = true, true
+	a.st.sincePark = cfg.DriftEvery // check the park address in the first probe cycle
 	if o.Topology != nil {
 		a.topo.Store(&topoBox{o.Topology})
 	}

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,7 +101,7 @@ func TestKillPrimaryParksReplicaAtOnce(t *testing.T) {
 		killed.Sub(t0).Round(time.Microsecond), h.parkedAt().Sub(killed).Round(time.Microsecond),
 		fail.e.Time.Sub(killed).Round(time.Microsecond), fail.hb.Seq, fail.hb.Primary.Error, frozen.e.Time.Sub(killed).Round(time.Microsecond))
 	ri := rep.Info()
-	if !ri.Parked() || ri.MasterHost != "192.0.2.1" || ri.MasterPort != 1 {
+	if !ri.Parked() || ri.MasterHost != "127.0.0.1" || ri.MasterPort != 1 {
 		t.Fatalf("replica not parked: master %s:%d", ri.MasterHost, ri.MasterPort)
 	}
 	if ri.Keys != 100 {
@@ -528,7 +530,7 @@ func TestAdoptsParkedReplicaAndUnparks(t *testing.T) {
 	rep := s.Replicas[0]
 	fill(t, s, 30)
 	before := syncStats(t, s.Primary)
-	if err := rep.Client().SlaveOf(context.Background(), redisinfo.ParkHost, fmt.Sprint(redisinfo.ParkPort)).Err(); err != nil {
+	if err := rep.Client().SlaveOf(context.Background(), redisinfo.DefaultPark.Host, fmt.Sprint(redisinfo.DefaultPark.Port)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	h := startAgent(t, testConfig("shard-1", rep.Addr(), s.Primary.Addr()), nil)
@@ -565,5 +567,61 @@ func TestReplicaRestartIsNotFrozen(t *testing.T) {
 	})
 	if h.freezes() != 0 || rep.Info().Parked() {
 		t.Fatalf("a restarted replica was parked: %v", parkReasons(h))
+	}
+}
+
+// When something accepts connections at the park address, the agent does not park
+// (a replica parked there could resync from whatever listens): it says so in its
+// heartbeats (PARK_GUARD_OFF), its log and its metrics, and the guard comes back once
+// the address refuses connections again.
+func TestParkGuardOffWhenParkAddressAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() { // accept and hold, as a stray service on that port would
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	s := redistest.StartShard(t, "parkguard", 1)
+	rep := s.Replicas[0]
+	fill(t, s, 20)
+	cfg := testConfig("shard-1", rep.Addr(), s.Primary.Addr())
+	cfg.ParkAddr, cfg.DriftEvery = ln.Addr().String(), 5
+	h := startAgent(t, cfg, nil)
+	_, i := h.waitBeat(10*time.Second, 0, "PARK_GUARD_OFF", func(b beat) bool { return b.hb.Has(events.FlagParkGuardOff) && b.hb.Primary.OK })
+	if err := s.Primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitBeat(10*time.Second, i, "failed heartbeat with the guard off", func(b beat) bool {
+		return !b.hb.Primary.OK && b.hb.Has(events.FlagParkGuardOff) && !b.hb.Replica.Frozen
+	})
+	redistest.WaitFor(t, 5*time.Second, "skipped park logged", func() bool {
+		return strings.Contains(h.logs.String(), "not parking") && strings.Contains(h.logs.String(), "park address is not safe")
+	})
+	if ri := rep.Info(); ri.Parked() || ri.MasterAddr() != s.Primary.Addr() || h.freezes() != 0 {
+		t.Fatalf("replica parked with the park address answering: follows %s, freezes %v", ri.MasterAddr(), h.freezes())
+	}
+	if h.counter(h.a.m.parkAnswers) < 1 || h.counter(h.a.m.parkGuardOff) != 1 {
+		t.Fatalf("agent_park_addr_answers_total %v, agent_park_guard_off %v", h.counter(h.a.m.parkAnswers), h.counter(h.a.m.parkGuardOff))
+	}
+	if !strings.Contains(h.logs.String(), `"level":"error"`) {
+		t.Fatal("no error logged for the unsafe park address")
+	}
+
+	// The port is freed: the next check restores the guard and the agent parks.
+	ln.Close()
+	n := len(h.beats())
+	h.waitBeat(10*time.Second, n, "guard back and replica parked", func(b beat) bool {
+		return !b.hb.Has(events.FlagParkGuardOff) && b.hb.Replica.Frozen
+	})
+	if ri := rep.Info(); !ri.Parked() && !h.a.cfg.park.Holds(ri) {
+		t.Fatalf("replica not parked after the guard came back: follows %s", ri.MasterAddr())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/heartline/heartline/shared/config"
 	"github.com/heartline/heartline/shared/connect"
 	"github.com/heartline/heartline/shared/events"
+	"github.com/heartline/heartline/shared/redisinfo"
 )
 
 // Config is the agent's whole configuration.
@@ -34,6 +35,9 @@ type Config struct {
 	UnfreezeAfter time.Duration
 	// Freeze turns the restart-wipe guard on (default true).
 	Freeze bool
+	// ParkAddr is where a parked replica points (default 127.0.0.1:1, loopback; see
+	// redisinfo.Park). It must be a loopback IP and a port where nothing listens.
+	ParkAddr string
 	// Desired is the declared configuration, "param=value,param=value", checked on the
 	// primary and the replica every DriftEvery probes.
 	Desired    string
@@ -52,12 +56,13 @@ type Config struct {
 	Connect         connect.Config
 
 	desired []desiredParam // parsed by Validate
+	park    redisinfo.Park // parsed by Validate
 }
 
 // DefaultConfig returns the defaults, as the flags have them.
 func DefaultConfig() Config {
 	return Config{Interval: 250 * time.Millisecond, ProbeTimeout: 150 * time.Millisecond,
-		UnfreezeAfter: time.Second, Freeze: true, DriftEvery: 40, BufferSize: 2400,
+		UnfreezeAfter: time.Second, Freeze: true, ParkAddr: redisinfo.DefaultPark.Addr(), DriftEvery: 40, BufferSize: 2400,
 		HTTPListen: "127.0.0.1:9101", ShutdownTimeout: 5 * time.Second}
 }
 
@@ -71,7 +76,9 @@ func (c *Config) Register(l *config.Loader) {
 	l.Duration(&c.Interval, "interval", d.Interval, "time between probes")
 	l.Duration(&c.ProbeTimeout, "probe-timeout", d.ProbeTimeout, "timeout of each probe of the replica and of the primary (below interval)")
 	l.Duration(&c.UnfreezeAfter, "unfreeze-after", d.UnfreezeAfter, "how long a partial resync must look certain before the agent unparks the replica it froze")
-	l.Bool(&c.Freeze, "freeze", d.Freeze, "park the replica (REPLICAOF 192.0.2.1 1) when its primary dies, so that it cannot resync from a primary that came back empty")
+	l.Bool(&c.Freeze, "freeze", d.Freeze, "park the replica (REPLICAOF <park-addr>) when its primary dies, so that it cannot resync from a primary that came back empty")
+	l.String(&c.ParkAddr, "park-addr", d.ParkAddr, redisinfo.ParkUsage)
+	l.Shared("park-addr")
 	l.String(&c.Desired, "desired", "", `declared configuration checked on the primary and the replica, such as "min-replicas-to-write=1,appendonly=yes" (empty: no drift checks)`)
 	l.Int(&c.DriftEvery, "drift-every", d.DriftEvery, "check configuration drift every this many probes (and after every primary restart)")
 	l.Int(&c.BufferSize, "buffer", d.BufferSize, "heartbeats kept while the stream is unavailable (the oldest are dropped beyond this)")
@@ -120,6 +127,11 @@ func (c *Config) validate(p *config.Problems) {
 	p.Check(c.ProbeTimeout > 0 && c.Interval > 0 && c.ProbeTimeout >= c.Interval,
 		"probe-timeout (%s) must be below interval (%s): a probe must end before the next one starts", c.ProbeTimeout, c.Interval)
 	p.Positive("unfreeze-after", c.UnfreezeAfter)
+	if pk, err := redisinfo.ParsePark(c.ParkAddr); err != nil {
+		p.Addf("park-addr: %v", err)
+	} else {
+		c.park = pk
+	}
 	p.Check(c.DriftEvery < 1, "drift-every must be at least 1, got %d", c.DriftEvery)
 	p.Check(c.BufferSize < 10, "buffer must be at least 10 heartbeats, got %d", c.BufferSize)
 	if c.HTTPListen != "" {

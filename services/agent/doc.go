@@ -8,7 +8,7 @@
 // It also guards the replica against the restart-wipe: it keeps a watch connection to
 // the primary (a SUBSCRIBE that nobody publishes to), so it learns within milliseconds
 // that the primary's process died, and it parks ("freezes") the replica with
-// REPLICAOF 192.0.2.1 1 before the replica can full-resync from a primary that came
+// REPLICAOF 127.0.0.1 1 (the park address, on loopback; -park-addr) before the replica can full-resync from a primary that came
 // back empty. It unparks the replica only when a partial resync is certain (same
 // primary, same epoch, same replication id, offset at or above the replica's, for
 // unfreeze-after). See README.md and docs/design.md, "Freezing replication".

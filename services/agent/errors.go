@@ -18,6 +18,10 @@ var (
 	// ErrNothingToProtect: the replica holds no keys, so parking it would protect
 	// nothing and only keep it from syncing.
 	ErrNothingToProtect = errors.New("the replica holds no data")
+	// ErrParkUnsafe: something accepts connections at the park address, so a replica
+	// parked there could resync from it; the agent does not park (wraps
+	// redisinfo.ErrParkAnswers).
+	ErrParkUnsafe = errors.New("park address is not safe")
 	// ErrAlreadyParked: the replica is already parked.
 	ErrAlreadyParked = errors.New("replica already parked")
 	// ErrBadDesired: the declared desired configuration cannot be parsed.

@@ -28,10 +28,11 @@ const (
 // not probes: a slow answer is still worth having.
 func (a *Agent) adminTimeout() time.Duration { return max(a.cfg.ProbeTimeout, time.Second) }
 
-// park freezes the replica's replication: REPLICAOF 192.0.2.1 1. The replica keeps its
-// data and its cached primary state and cannot resync from anything. It is never done
-// when freezing is off, when the topology names the replica as primary, or when the
-// replica does not follow the guarded primary (lazarus repointed it).
+// park freezes the replica's replication: REPLICAOF <park address> (127.0.0.1 1 by
+// default). The replica keeps its data and its cached primary state and cannot resync
+// from anything. It is never done when freezing is off, when the topology names the
+// replica as primary, when the replica does not follow the guarded primary (lazarus
+// repointed it), or when something accepts connections at the park address.
 func (a *Agent) park(ctx context.Context, reason, detail string) error {
 	a.opMu.Lock()
 	defer a.opMu.Unlock()
@@ -59,7 +60,7 @@ func (a *Agent) park(ctx context.Context, reason, detail string) error {
 		a.m.freezeErrors.WithLabelValues("park").Inc()
 		return fmt.Errorf("not parking: reading the replica's INFO: %w", err)
 	}
-	if info.Parked() {
+	if a.cfg.park.Holds(info) {
 		a.mu.Lock()
 		if !a.st.frozen {
 			a.st.frozen, a.st.opAt, a.st.healthySince = true, time.Now(), time.Time{}
@@ -76,10 +77,14 @@ func (a *Agent) park(ctx context.Context, reason, detail string) error {
 		return fmt.Errorf("not parking: %w", ErrNothingToProtect)
 	}
 	t0 := time.Now()
-	if err := c.SlaveOf(ctx, redisinfo.ParkHost, fmt.Sprint(redisinfo.ParkPort)).Err(); err != nil {
+	if err := a.checkPark(ctx); err != nil {
+		return fmt.Errorf("not parking: %w", err)
+	}
+	pk := a.cfg.park.OrDefault()
+	if err := c.SlaveOf(ctx, pk.Host, fmt.Sprint(pk.Port)).Err(); err != nil {
 		a.replica.failed(c, err)
 		a.m.freezeErrors.WithLabelValues("park").Inc()
-		return fmt.Errorf("not parked: REPLICAOF %s %d: %w", redisinfo.ParkHost, redisinfo.ParkPort, err)
+		return fmt.Errorf("not parked: REPLICAOF %s %d: %w", pk.Host, pk.Port, err)
 	}
 	now := time.Now()
 	a.mu.Lock()
@@ -93,9 +98,40 @@ func (a *Agent) park(ctx context.Context, reason, detail string) error {
 	a.log.Warn().Str("reason", reason).Str("detail", detail).Str("primary", prim).Uint64(logging.FieldEpoch, epoch).
 		Int64("replica_offset", info.Offset).Str("replica_repl_id", info.ReplID).Int64("replica_keys", info.Keys).
 		Dur("took", now.Sub(t0)).
-		Str("unfreeze_by_hand", fmt.Sprintf("redis-cli -h %s REPLICAOF %s %s  (only once the primary is known to hold this replica's data)", hostOf(a.cfg.Replica), host, port)).
-		Msg("replica parked (REPLICATION_FROZEN): REPLICAOF 192.0.2.1 1, so it cannot resync from a primary that came back empty")
+		Str("park_addr", pk.Addr()).Str("unfreeze_by_hand", fmt.Sprintf("redis-cli -h %s REPLICAOF %s %s  (only once the primary is known to hold this replica's data)", hostOf(a.cfg.Replica), host, port)).
+		Msg("replica parked (REPLICATION_FROZEN): pointed at the park address on loopback, so it cannot resync from a primary that came back empty")
 	return nil
+}
+
+// checkPark dials the park address (from the agent's network namespace: the same as
+// the replica's when the agent runs beside it on one host or in one pod) and records
+// whether parking is safe. It returns an error wrapping ErrParkUnsafe when something
+// accepts connections there, and the cancellation when ctx ends.
+func (a *Agent) checkPark(ctx context.Context) error {
+	err := a.cfg.park.Check(ctx, a.cfg.ProbeTimeout)
+	if err != nil && !errors.Is(err, redisinfo.ErrParkAnswers) {
+		return err
+	}
+	off := err != nil
+	a.mu.Lock()
+	was := a.st.parkGuardOff
+	a.st.parkGuardOff, a.st.sincePark = off, 0
+	a.mu.Unlock()
+	pk := a.cfg.park.OrDefault().Addr()
+	if !off {
+		a.m.parkGuardOff.Set(0)
+		if was {
+			a.log.Info().Str("park_addr", pk).Msg("the park address refuses connections again: the agent parks the replica when its primary dies")
+		}
+		return nil
+	}
+	a.m.parkAnswers.Inc()
+	a.m.parkGuardOff.Set(1)
+	if !was {
+		a.log.Error().Err(err).Str("park_addr", pk).Str("flag", string(events.FlagParkGuardOff)).
+			Msg("something accepts connections at the park address: the agent will not park this replica when its primary dies, because a replica parked there could resync from whatever listens (the restart-wipe guard is off); free that port or set -park-addr / HEARTLINE_PARK_ADDR to a loopback port where nothing listens")
+	}
+	return fmt.Errorf("%w: %w", ErrParkUnsafe, err)
 }
 
 // unpark points the parked replica back at the primary it was parked from, once a
@@ -204,6 +240,19 @@ func (a *Agent) logParkErr(err error, reason string) {
 		return
 	case errors.Is(err, ErrNothingToProtect):
 		ev = a.log.Debug()
+	case errors.Is(err, ErrParkUnsafe):
+		// Logged at error once per change by checkPark; repeated here at most every 5 s
+		// while the outage lasts, so that the skipped park is in the incident's log.
+		a.mu.Lock()
+		quiet := time.Since(a.st.parkErrLog) < 5*time.Second
+		if !quiet {
+			a.st.parkErrLog = time.Now()
+		}
+		a.mu.Unlock()
+		if quiet {
+			return
+		}
+		ev = a.log.Error()
 	case errors.Is(err, ErrNotFollowing), errors.Is(err, ErrNamedPrimary), errors.Is(err, ErrNoPrimary):
 		ev = a.log.Info()
 	default:

@@ -20,6 +20,8 @@ type metrics struct {
 	resyncs       *prometheus.CounterVec
 	freezeErrors  *prometheus.CounterVec
 	frozen        prometheus.Gauge
+	parkAnswers   prometheus.Counter
+	parkGuardOff  prometheus.Gauge
 	flagsRaised   *prometheus.CounterVec
 	flagActive    *prometheus.GaugeVec
 	watchBreaks   *prometheus.CounterVec
@@ -30,7 +32,7 @@ type metrics struct {
 }
 
 var allFlags = []events.Flag{events.FlagPrimaryRestarted, events.FlagPrimaryDataRegressed,
-	events.FlagPrimaryRoleChanged, events.FlagConfigDrift, events.FlagReplicationFrozen}
+	events.FlagPrimaryRoleChanged, events.FlagConfigDrift, events.FlagReplicationFrozen, events.FlagParkGuardOff}
 
 // Label values.
 const (
@@ -64,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		streamErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "agent_stream_errors_total",
 			Help: "Failed attempts to publish heartbeats (each is retried with backoff)."}),
 		freezes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agent_freezes_total",
-			Help: "Times the agent parked its replica (REPLICAOF 192.0.2.1 1), by reason (primary_gone, primary_restarted, link_down, primary_regressed)."},
+			Help: "Times the agent parked its replica (REPLICAOF <park-addr>, default 127.0.0.1 1 on loopback), by reason (primary_gone, primary_restarted, link_down, primary_regressed)."},
 			[]string{"reason"}),
 		unfreezes: prometheus.NewCounter(prometheus.CounterOpts{Name: "agent_unfreezes_total",
 			Help: "Times the agent unparked its replica (REPLICAOF <primary>) after a partial resync looked certain for unfreeze-after."}),
@@ -76,6 +78,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			[]string{"op"}),
 		frozen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "agent_replica_frozen",
 			Help: "1 while the replica is parked (REPLICATION_FROZEN), else 0."}),
+		parkAnswers: prometheus.NewCounter(prometheus.CounterOpts{Name: "agent_park_addr_answers_total",
+			Help: "Checks of the park address (at start, every drift-every probes and before every park) that found something accepting connections there; the agent does not park while that holds."}),
+		parkGuardOff: prometheus.NewGauge(prometheus.GaugeOpts{Name: "agent_park_guard_off",
+			Help: "1 while the last check of the park address found something accepting connections: the replica will not be parked when its primary dies (heartbeat flag PARK_GUARD_OFF)."}),
 		flagsRaised: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agent_flags_raised_total",
 			Help: "Times a flag appeared in a heartbeat after one without it, by flag."},
 			[]string{"flag"}),
@@ -95,7 +101,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Size of encoded heartbeats.", Buckets: prometheus.ExponentialBuckets(256, 2, 8)}),
 	}
 	reg.MustRegister(m.probes, m.probeLatency, m.cycle, m.published, m.buffered, m.dropped, m.streamErrors,
-		m.freezes, m.unfreezes, m.resyncs, m.freezeErrors, m.frozen, m.flagsRaised, m.flagActive,
+		m.freezes, m.unfreezes, m.resyncs, m.freezeErrors, m.frozen, m.parkAnswers, m.parkGuardOff, m.flagsRaised, m.flagActive,
 		m.watchBreaks, m.watchUp, m.driftParams, m.driftErrors, m.heartbeatSize)
 	for _, t := range []string{targetPrimary, targetReplica} {
 		for _, r := range []string{resultOK, resultTimeout, resultRefused, resultLoading, resultError} {

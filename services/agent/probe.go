@@ -54,7 +54,12 @@ func (a *Agent) cycle(ctx context.Context) {
 	if due {
 		a.st.sinceDrift = 0
 	}
+	a.st.sincePark++
+	parkDue := a.cfg.Freeze && a.st.sincePark >= a.cfg.DriftEvery
 	a.mu.Unlock()
+	if parkDue {
+		_ = a.checkPark(ctx) // recorded in the state, logged on change
+	}
 
 	var rp replicaResult
 	var pp primaryResult
@@ -83,7 +88,7 @@ func (a *Agent) cycle(ctx context.Context) {
 		a.mu.Lock()
 		if time.Since(a.st.noPrimaryAt) > time.Minute {
 			a.st.noPrimaryAt = time.Now()
-			a.log.Warn().Bool("replica_reachable", rp.ok).Str("role", rp.info.Role).Bool("parked", rp.info.Parked()).
+			a.log.Warn().Bool("replica_reachable", rp.ok).Str("role", rp.info.Role).Bool("parked", a.cfg.park.Holds(rp.info)).
 				Msg("no heartbeat: primary address unknown (set -primary, seed the topology, or point the replica at its primary)")
 		}
 		a.mu.Unlock()
@@ -176,7 +181,7 @@ func (a *Agent) probePrimary(ctx context.Context, n *nodeClient, drift bool) pri
 
 // learnMaster remembers the primary the replica follows (for the fallback source).
 func (a *Agent) learnMaster(n redisinfo.Node) {
-	if n.Role != "slave" || n.Parked() || n.MasterHost == "" {
+	if n.Role != "slave" || a.cfg.park.Holds(n) || n.MasterHost == "" {
 		return
 	}
 	a.mu.Lock()
@@ -209,7 +214,8 @@ func (a *Agent) decide(ctx context.Context, started time.Time, rp replicaResult,
 	st := &a.st
 	rep := rp.info
 	selfPrimary := a.addrs.same(st.primary, a.cfg.Replica)
-	follows := rp.ok && rep.Role == "slave" && !rep.Parked() && a.addrs.same(rep.MasterAddr(), st.primary)
+	parked := a.cfg.park.Holds(rep)
+	follows := rp.ok && rep.Role == "slave" && !parked && a.addrs.same(rep.MasterAddr(), st.primary)
 	if rp.ok {
 		if st.repOK && rep.RunID != st.rep.RunID {
 			// The replica itself restarted: what was seen of its link is history.
@@ -222,13 +228,14 @@ func (a *Agent) decide(ctx context.Context, started time.Time, rp replicaResult,
 		// after this INFO was read.
 		if !started.Before(st.opAt) {
 			switch {
-			case rep.Parked() && !st.frozen:
+			case parked && !st.frozen:
 				st.frozen, st.healthySince, st.leftAlone = true, time.Time{}, ""
 				st.park = parkInfo{reason: "found_parked", at: now, primary: st.primary, epoch: st.epoch}
 				a.m.frozen.Set(1)
 				a.log.Warn().Str("primary", st.primary).Uint64(logging.FieldEpoch, st.epoch).
-					Msg("replica found parked (master_host 192.0.2.1, port 1): frozen by an earlier run of the agent or by hand; the agent unparks it only when a partial resync is certain")
-			case !rep.Parked() && st.frozen:
+					Str("parked_at", rep.MasterAddr()).
+					Msg("replica found parked (it follows a park address): frozen by an earlier run of the agent or by hand; the agent unparks it only when a partial resync is certain")
+			case !parked && st.frozen:
 				st.frozen, st.verify = false, nil
 				a.m.frozen.Set(0)
 				a.log.Info().Str("follows", rep.MasterAddr()).Str("role", rep.Role).
@@ -390,6 +397,9 @@ func (a *Agent) decide(ctx context.Context, started time.Time, rp replicaResult,
 	if a.st.frozen {
 		flags[events.FlagReplicationFrozen] = true
 	}
+	if a.st.parkGuardOff && a.cfg.Freeze {
+		flags[events.FlagParkGuardOff] = true
+	}
 	drift := append(append([]events.ConfigDrift(nil), a.st.primaryDrift...), a.st.replicaDrift...)
 	if len(drift) > 0 {
 		flags[events.FlagConfigDrift] = true
@@ -427,7 +437,7 @@ func (a *Agent) regressedLocked(p, r redisinfo.Node, repKnown bool) bool {
 	}
 	// The replica's data came from this primary's lineage: it is still on the
 	// replication id it had when last linked to it, or it is parked.
-	lineage := (a.st.linkedReplID != "" && r.ReplID == a.st.linkedReplID) || r.Parked()
+	lineage := (a.st.linkedReplID != "" && r.ReplID == a.st.linkedReplID) || a.cfg.park.Holds(r)
 	return lineage && (p.Keys < r.Keys || p.Offset < r.Offset)
 }
 

@@ -23,7 +23,7 @@ import (
 // it PINGs the primary with a short timeout, reads INFO of the primary and of its own
 // replica, and publishes a Heartbeat. Like the agent it holds a watch connection to the
 // primary (a blocking command) and probes at once when it breaks; it freezes its replica
-// (REPLICAOF 192.0.2.1 1) the moment the primary fails, unfreezes it when a partial
+// (REPLICAOF 127.0.0.1 1, the park address) the moment the primary fails, unfreezes it when a partial
 // resync is certain, and flags PRIMARY_DATA_REGRESSED when the primary came back with a
 // new replication id and less data than the frozen replica.
 type probeAgent struct {
@@ -131,7 +131,7 @@ func (a *probeAgent) freeze(ctx context.Context, _ string) {
 	defer c.Close()
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := c.SlaveOf(cctx, redisinfo.ParkHost, strconv.Itoa(redisinfo.ParkPort)).Err(); err == nil {
+	if err := c.SlaveOf(cctx, redisinfo.DefaultPark.Host, strconv.Itoa(redisinfo.DefaultPark.Port)).Err(); err == nil {
 		a.frozen = true
 		a.healthySince = time.Time{}
 	}

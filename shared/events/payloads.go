@@ -22,10 +22,14 @@ const (
 	// FlagReplicationFrozen: the agent froze this replica's replication (the link to the
 	// primary dropped) so that it cannot resync from an empty primary.
 	FlagReplicationFrozen Flag = "REPLICATION_FROZEN"
+	// FlagParkGuardOff: something accepts connections at the park address, so the
+	// agent will not park this replica when its primary dies (the restart-wipe guard
+	// is off until the park address refuses connections again).
+	FlagParkGuardOff Flag = "PARK_GUARD_OFF"
 )
 
 var knownFlags = map[Flag]bool{FlagPrimaryRestarted: true, FlagPrimaryDataRegressed: true,
-	FlagPrimaryRoleChanged: true, FlagConfigDrift: true, FlagReplicationFrozen: true}
+	FlagPrimaryRoleChanged: true, FlagConfigDrift: true, FlagReplicationFrozen: true, FlagParkGuardOff: true}
 
 // Heartbeat is one probe by a replica-side agent of its replica and of the shard's
 // primary.

@@ -6,10 +6,12 @@ package redisinfo
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -144,19 +146,126 @@ func atoi(s string) int64 {
 	return n
 }
 
-// The park address: the agent freezes a replica's replication, the moment its link to
-// the primary drops, by pointing it at this address (REPLICAOF 192.0.2.1 1). 192.0.2.1
-// is TEST-NET-1 (RFC 5737), never assigned to a host, and port 1 never runs Redis, so
-// the replica keeps its data and its cached primary state, cannot resync from anything
-// (in particular not from a primary that restarted empty), and a later
-// "REPLICAOF <primary>" continues with a partial resync when the primary is the same
-// incarnation. INFO on a parked replica shows master_host:192.0.2.1 master_port:1.
-const (
-	ParkHost = "192.0.2.1"
-	ParkPort = 1
+// Park is the address a parked replica points at: the agent freezes a replica's
+// replication, the moment its link to the primary drops, with REPLICAOF <host> <port>.
+// Nothing listens there, so the replica keeps its data and its cached primary state,
+// cannot resync from anything (in particular not from a primary that restarted empty),
+// and a later "REPLICAOF <primary>" continues with a partial resync when the primary is
+// the same incarnation.
+//
+// The default is 127.0.0.1 port 1, on loopback: the parked replica retries its
+// connection about once a second for as long as it stays parked, and every attempt must
+// stay on the replica's own host (a loopback connection to a closed port is refused at
+// once and never leaves the machine). The earlier default, 192.0.2.1 (TEST-NET-1), is
+// routed on real networks (it is the default gateway of some CI machines), so parked
+// replicas sent traffic off the host; replicas parked there are still recognised.
+type Park struct {
+	Host string
+	Port int
+}
+
+var (
+	// DefaultPark is where the agent parks replicas unless -park-addr says otherwise.
+	DefaultPark = Park{Host: "127.0.0.1", Port: 1}
+	// LegacyPark is the park address of earlier releases, still recognised as parked
+	// (so an upgrade keeps the guard) but never used to park.
+	LegacyPark = Park{Host: "192.0.2.1", Port: 1}
 )
 
-// Parked reports whether the agent froze this replica (see ParkHost).
-func (n Node) Parked() bool {
-	return n.Role == "slave" && n.MasterHost == ParkHost && n.MasterPort == ParkPort
+// ErrParkAnswers: something accepts connections at the park address, so a replica
+// parked there could be fed a full resync by whatever listens: parking is off.
+var ErrParkAnswers = errors.New("something accepts connections at the park address")
+
+// Check dials the park address once, from this process's network namespace, and
+// returns ErrParkAnswers when a connection is accepted. A refused connection is the
+// expected answer; a dial that times out (packets dropped) is safe too, since nothing
+// there can answer a replica. Only a cancelled ctx is reported otherwise.
+func (p Park) Check(ctx context.Context, timeout time.Duration) error {
+	addr := p.OrDefault().Addr()
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(dctx, "tcp", addr)
+	if err == nil {
+		local := c.LocalAddr().String()
+		_ = c.Close()
+		return fmt.Errorf("%w %s (a test connection from %s was accepted)", ErrParkAnswers, addr, local)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("park address check of %s: %w", addr, ctx.Err())
+	}
+	return nil
 }
+
+// ErrParkAddr: a park address that is not host:port on a loopback IP.
+var ErrParkAddr = errors.New("invalid park address")
+
+// ParkUsage is the help text of the park-addr flag of every service.
+const ParkUsage = "address parked replicas point at (REPLICAOF host port); a loopback IP and a port where nothing listens, so a parked replica's retries never leave its host"
+
+// ParsePark parses a park address: host:port where host is a loopback IP literal
+// (127.0.0.0/8 or ::1) and port is 1-65535. Anything else is refused: the replica
+// dials the park address about once a second while parked, and that traffic must not
+// leave its host. Empty means DefaultPark.
+func ParsePark(s string) (Park, error) {
+	if s == "" {
+		return DefaultPark, nil
+	}
+	h, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return Park{}, fmt.Errorf("%w %q: want host:port: %v", ErrParkAddr, s, err)
+	}
+	ip := net.ParseIP(h)
+	if ip == nil || !ip.IsLoopback() {
+		return Park{}, fmt.Errorf("%w %q: host must be a loopback IP (127.0.0.0/8 or ::1), so a parked replica never dials off its host", ErrParkAddr, s)
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 1 || port > 65535 {
+		return Park{}, fmt.Errorf("%w %q: port must be 1-65535", ErrParkAddr, s)
+	}
+	return Park{Host: h, Port: port}, nil
+}
+
+// Addr is host:port.
+func (p Park) Addr() string { return net.JoinHostPort(p.Host, strconv.Itoa(p.Port)) }
+
+// String is the address, as the flag shows it.
+func (p Park) String() string { return p.Addr() }
+
+// IsZero reports an unset Park (a zero value means DefaultPark wherever one is used).
+func (p Park) IsZero() bool { return p.Host == "" && p.Port == 0 }
+
+// OrDefault is p, or DefaultPark when p is unset.
+func (p Park) OrDefault() Park {
+	if p.IsZero() {
+		return DefaultPark
+	}
+	return p
+}
+
+// Holds reports whether node n is parked: a replica whose master is this park address,
+// the default one or the legacy one (a replica parked by an earlier release, or by an
+// agent configured with another park address, is still parked).
+func (p Park) Holds(n Node) bool {
+	if n.Role != "slave" {
+		return false
+	}
+	for _, q := range []Park{p.OrDefault(), DefaultPark, LegacyPark} {
+		if n.MasterPort == q.Port && sameHost(n.MasterHost, q.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+func sameHost(a, b string) bool {
+	if a == b {
+		return true
+	}
+	ia, ib := net.ParseIP(a), net.ParseIP(b)
+	return ia != nil && ib != nil && ia.Equal(ib)
+}
+
+// Parked reports whether the node is parked at the default or the legacy park
+// address. Services configured with another park address use Park.Holds.
+func (n Node) Parked() bool { return DefaultPark.Holds(n) }

@@ -34,6 +34,7 @@ import (
 
 	"github.com/heartline/heartline/services/alerter/detector"
 	"github.com/heartline/heartline/shared/events"
+	"github.com/heartline/heartline/shared/redisinfo"
 )
 
 // Start is the scenario clock's origin.
@@ -221,7 +222,7 @@ func heartbeat(shard, primary, name string, a *agentState, clock time.Duration, 
 			}
 		case "frozen":
 			hb.Replica.Frozen = true
-			hb.Replica.MasterHost, hb.Replica.MasterPort, hb.Replica.LinkUp = "192.0.2.1", 1, false
+			hb.Replica.MasterHost, hb.Replica.MasterPort, hb.Replica.LinkUp = redisinfo.DefaultPark.Host, redisinfo.DefaultPark.Port, false
 		case "role":
 			hb.Primary.Role = v
 		case "regressed":

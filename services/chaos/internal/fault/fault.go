@@ -328,7 +328,7 @@ func (f *resyncFault) Apply(ctx context.Context) error {
 	if info.IsPrimary() {
 		return fmt.Errorf("%w: %s is a primary now, not a replica", ErrBadTarget, f.t)
 	}
-	if info.MasterHost == redisinfo.ParkHost {
+	if info.Parked() {
 		return fmt.Errorf("not forcing a resync: %s is parked (its replication is frozen by the agent)", f.t)
 	}
 	_, err = c.TxPipelined(ctx, func(p redis.Pipeliner) error {

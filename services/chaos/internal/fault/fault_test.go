@@ -303,7 +303,7 @@ func TestResyncStormForcesFullSyncs(t *testing.T) {
 	}
 	// Refused on a parked replica.
 	r := sh.Replicas[0].Client()
-	if err := r.SlaveOf(ctx, redisinfo.ParkHost, "1").Err(); err != nil {
+	if err := r.SlaveOf(ctx, redisinfo.DefaultPark.Host, "1").Err(); err != nil {
 		t.Fatal(err)
 	}
 	f = build(t, fault.ResyncStorm, nil, 0, target.Target{Kind: target.Node, Shard: "s1", Role: "replica", Addr: sh.Replicas[0].Addr()}, fault.Deps{})

@@ -90,7 +90,7 @@ func (h ShardHealth) Degraded(ctx context.Context, shard string) error {
 		switch {
 		case ri.IsPrimary():
 			return fmt.Errorf("%w: %s: replica %s says it is a primary", ErrDegraded, shard, r)
-		case ri.MasterHost == redisinfo.ParkHost:
+		case ri.Parked():
 			return fmt.Errorf("%w: %s: replica %s is parked (replication frozen)", ErrDegraded, shard, r)
 		case ri.MasterAddr() != sh.Primary:
 			return fmt.Errorf("%w: %s: replica %s replicates from %s, not the primary %s", ErrDegraded, shard, r, ri.MasterAddr(), sh.Primary)

@@ -324,7 +324,7 @@ func TestRefusesDegradedShardsAndOpenAlerts(t *testing.T) {
 	}
 	// A parked replica.
 	rc := s1.Replicas[0].Client()
-	if err := rc.SlaveOf(ctx, redisinfo.ParkHost, "1").Err(); err != nil {
+	if err := rc.SlaveOf(ctx, redisinfo.DefaultPark.Host, "1").Err(); err != nil {
 		t.Fatal(err)
 	}
 	expect("parked replica", ErrDegraded)

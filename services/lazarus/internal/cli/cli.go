@@ -33,6 +33,7 @@ import (
 	"github.com/heartline/heartline/shared/lease"
 	"github.com/heartline/heartline/shared/lifecycle"
 	"github.com/heartline/heartline/shared/logging"
+	"github.com/heartline/heartline/shared/redisinfo"
 	"github.com/heartline/heartline/shared/stream"
 	"github.com/heartline/heartline/shared/topology"
 )
@@ -196,6 +197,7 @@ type RunConfig struct {
 	PauseFor           time.Duration
 	ShutdownTimeout    time.Duration
 	WatchOpen          time.Duration
+	ParkAddr           string
 }
 
 // Register binds the flags of `lazarus run`.
@@ -220,6 +222,8 @@ func (c *RunConfig) Register(l *config.Loader) {
 	l.Duration(&c.CatchUpTimeout, "catch-up-timeout", 5*time.Second, "switchover: how long to wait for the target to catch up")
 	l.Duration(&c.PauseFor, "pause-for", 10*time.Second, "switchover: CLIENT PAUSE safety timeout on the old primary")
 	l.Duration(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for in-flight work")
+	l.String(&c.ParkAddr, "park-addr", redisinfo.DefaultPark.Addr(), redisinfo.ParkUsage+" (lazarus only recognises it: the agents park)")
+	l.Shared("park-addr")
 	l.Duration(&c.WatchOpen, "watch-open-alerts", time.Minute, "an alert judged PRIMARY_HEALTHY is re-checked every reconcile pass for this long, or until resolved (-1s: never)")
 }
 
@@ -245,6 +249,9 @@ func (c RunConfig) Validate(p *config.Problems) {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		p.Addf("listen %q: want host:port", c.Listen)
 	}
+	if _, err := redisinfo.ParsePark(c.ParkAddr); err != nil {
+		p.Addf("park-addr: %v", err)
+	}
 }
 
 func (c *RunConfig) defaultInstance() {
@@ -256,11 +263,12 @@ func (c *RunConfig) defaultInstance() {
 
 // Settings turns the configuration into worker settings.
 func (c RunConfig) Settings() worker.Settings {
+	park, _ := redisinfo.ParsePark(c.ParkAddr) // checked by Validate
 	return worker.Settings{Instance: c.Instance, LeaseTTL: c.LeaseTTL, LeaseWait: c.LeaseWait, CheckTimeout: c.CheckTimeout,
 		ActionTimeout: c.ActionTimeout, Cooldown: c.Cooldown, MaxConcurrent: c.MaxConcurrent, MaxPerWindow: c.MaxPerWindow,
 		Window: c.Window, MaxLag: int64(c.MaxLag), ReconcileInterval: c.ReconcileInterval, VerifyTimeout: c.VerifyTimeout,
 		FailoverTimeout: c.FailoverTimeout, ParkGrace: c.ParkGrace, MinReplicasToWrite: c.MinReplicasToWrite,
-		CatchUpTimeout: c.CatchUpTimeout, PauseFor: c.PauseFor, WatchOpen: c.WatchOpen}
+		CatchUpTimeout: c.CatchUpTimeout, PauseFor: c.PauseFor, WatchOpen: c.WatchOpen, Park: park}
 }
 
 // RunLoader returns the loader of `lazarus run` bound to c (the README's table).

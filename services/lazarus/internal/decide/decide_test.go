@@ -52,7 +52,7 @@ func TestDecideReasons(t *testing.T) {
 		{"primary healthy: false alarm", healthyInput, events.DecisionNoAction, PrimaryHealthy, nil},
 		{"primary healthy with parked replicas", func() Input {
 			in := healthyInput()
-			in.Replicas[0].Parked, in.Replicas[0].MasterAddr, in.Replicas[0].LinkUp = true, "192.0.2.1:1", false
+			in.Replicas[0].Parked, in.Replicas[0].MasterAddr, in.Replicas[0].LinkUp = true, "127.0.0.1:1", false
 			return in
 		}, events.DecisionNoAction, PrimaryHealthy, func(t *testing.T, o Outcome) {
 			if !strings.Contains(o.Detail, "1 parked") {
@@ -83,7 +83,7 @@ func TestDecideReasons(t *testing.T) {
 			in := healthyInput()
 			in.Primary = Node{Addr: pAddr, Reachable: true, Role: "master", RunID: "run-2", ReplID: newID, Offset: 14, Keys: 0, AckedOffset: -1}
 			for i := range in.Replicas {
-				in.Replicas[i].Parked, in.Replicas[i].MasterAddr, in.Replicas[i].LinkUp = true, "192.0.2.1:1", false
+				in.Replicas[i].Parked, in.Replicas[i].MasterAddr, in.Replicas[i].LinkUp = true, "127.0.0.1:1", false
 			}
 			return in
 		}, events.DecisionFailover, PrimaryDataRegressed, func(t *testing.T, o Outcome) {

@@ -49,6 +49,9 @@ type Ops struct {
 	CheckTimeout time.Duration
 	// ActionTimeout bounds one action on a node; default 2 s.
 	ActionTimeout time.Duration
+	// Park is the park address the agents use (zero: redisinfo.DefaultPark); replicas
+	// pointed at it, at the default or at the legacy address count as parked.
+	Park redisinfo.Park
 }
 
 func (o Ops) checkTimeout() time.Duration {
@@ -104,7 +107,7 @@ func (o Ops) Check(ctx context.Context, addr string) decide.Node {
 		if err != nil {
 			return err
 		}
-		fill(&n, ri)
+		fill(&n, ri, o.Park)
 		if v, err := ep.Uint64(); err == nil {
 			n.Epoch = v
 		}
@@ -121,12 +124,12 @@ func (o Ops) Check(ctx context.Context, addr string) decide.Node {
 	return n
 }
 
-func fill(n *decide.Node, ri redisinfo.Node) {
+func fill(n *decide.Node, ri redisinfo.Node, park redisinfo.Park) {
 	n.Reachable = true
 	n.Loading = ri.Loading
 	n.Role = ri.Role
 	n.MasterAddr = ri.MasterAddr()
-	n.Parked = ri.Parked()
+	n.Parked = park.Holds(ri)
 	n.LinkUp = ri.LinkUp
 	n.SyncInProgress = ri.SyncInProgress
 	n.RunID, n.ReplID, n.ReplID2 = ri.RunID, ri.ReplID, ri.ReplID2

@@ -281,7 +281,7 @@ func park(t testing.TB, addr string) {
 	t.Helper()
 	c := client(addr)
 	defer c.Close()
-	if err := c.SlaveOf(context.Background(), redisinfo.ParkHost, fmt.Sprint(redisinfo.ParkPort)).Err(); err != nil {
+	if err := c.SlaveOf(context.Background(), redisinfo.DefaultPark.Host, fmt.Sprint(redisinfo.DefaultPark.Port)).Err(); err != nil {
 		t.Fatalf("park %s: %v", addr, err)
 	}
 }

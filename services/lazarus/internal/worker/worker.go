@@ -23,6 +23,7 @@ import (
 	"github.com/heartline/heartline/shared/kv"
 	"github.com/heartline/heartline/shared/lease"
 	"github.com/heartline/heartline/shared/logging"
+	"github.com/heartline/heartline/shared/redisinfo"
 	"github.com/heartline/heartline/shared/stream"
 	"github.com/heartline/heartline/shared/topology"
 )
@@ -40,6 +41,9 @@ type Settings struct {
 	// CheckTimeout bounds one check of one node (200 ms); ActionTimeout one action (2 s).
 	CheckTimeout  time.Duration
 	ActionTimeout time.Duration
+	// Park is the agents' park address (zero: redisinfo.DefaultPark), so that replicas
+	// parked there are recognised.
+	Park redisinfo.Park
 	// Cooldown after a failover during which the shard is held (30 s).
 	Cooldown time.Duration
 	// MaxConcurrent failovers in the fleet (2; negative: no limit); MaxPerWindow
@@ -195,7 +199,7 @@ func New(set Settings, d Deps) (*Worker, error) {
 	}
 	w := &Worker{
 		set: set, kv: d.KV, pub: d.Publisher, cons: d.Consumer, log: d.Log, now: now, hooks: d.Hooks,
-		ops:    redisops.Ops{CheckTimeout: set.CheckTimeout, ActionTimeout: set.ActionTimeout},
+		ops:    redisops.Ops{CheckTimeout: set.CheckTimeout, ActionTimeout: set.ActionTimeout, Park: set.Park},
 		topo:   topology.Store{KV: d.KV},
 		leases: lease.Manager{Store: d.KV, Now: now},
 		recs:   Records{KV: d.KV}, ctl: Control{KV: d.KV},
