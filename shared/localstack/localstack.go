@@ -502,6 +502,18 @@ func (s *Stack) Nodes() []*Node {
 	return out
 }
 
+// AuditDials reads every Redis node's log and returns each master address a node
+// tried to reach ("Connecting to MASTER host:port"), and those outside loopback. The
+// stack starts everything on loopback and parks replicas on loopback, so off must be
+// empty: anything in it is traffic that left the machine.
+func (s *Stack) AuditDials() (all, off []redisproc.Dial, err error) {
+	var procs []*redisproc.Process
+	for _, n := range s.Nodes() {
+		procs = append(procs, n.Process)
+	}
+	return redisproc.AuditDials(procs)
+}
+
 // Node returns the node listening on addr.
 func (s *Stack) Node(addr string) *Node {
 	for _, n := range s.Nodes() {

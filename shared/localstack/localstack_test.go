@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/heartline/heartline/shared/logging"
+	"github.com/heartline/heartline/shared/redisinfo"
+	"github.com/heartline/heartline/shared/redisproc"
 	"github.com/heartline/heartline/shared/redistest"
 	"github.com/heartline/heartline/shared/testbin"
 )
@@ -109,6 +111,7 @@ func TestStackFailsOverAndStopsClean(t *testing.T) {
 		return err == nil && cur.Shards[0].Epoch == 2 && cur.Shards[0].Primary == m.Shards[0].Replicas[0]
 	})
 	t.Logf("kill -9 to the new topology: %s", time.Since(killed).Round(time.Millisecond))
+	assertDialsStayedOnLoopback(t, st)
 
 	pids := st.PIDs()
 	if len(pids) != 3+len(st.Services) { // 3 Redis nodes left alive
@@ -131,6 +134,34 @@ func TestStackFailsOverAndStopsClean(t *testing.T) {
 			t.Errorf("redis node left behind:\n%s", left)
 		}
 	}
+}
+
+// assertDialsStayedOnLoopback fails the test when any Redis node of the stack ever
+// tried to reach a master outside 127.0.0.0/8, and when no replica was parked (the
+// audit is about parking: it must have happened). It polls: Redis logs a dial when
+// its replication cron runs, up to a second after REPLICAOF.
+func assertDialsStayedOnLoopback(t *testing.T, st *Stack) {
+	t.Helper()
+	var all, off []redisproc.Dial
+	park := redisinfo.DefaultPark.Addr()
+	parked := func() bool {
+		var err error
+		all, off, err = st.AuditDials()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range all {
+			if d.Addr == park {
+				return true
+			}
+		}
+		return false
+	}
+	redistest.WaitFor(t, 10*time.Second, "a replica dialed the park address "+park+" (it was parked)", parked)
+	if len(off) > 0 {
+		t.Fatalf("Redis nodes dialed outside loopback: %v", off)
+	}
+	t.Logf("master dials, all on loopback: %v", all)
 }
 
 // Bad options are reported together, before anything starts.

@@ -247,8 +247,9 @@ func Run(ctx context.Context, o Options, pack []Entry) (*Summary, error) {
 		cancel()
 	}
 	sum.Ended = time.Now().UTC()
+	sum.Network = auditNetwork(st)
 	sum.Interrupted = interrupted
-	sum.Passed = !interrupted
+	sum.Passed = !interrupted && sum.Network.Clean()
 	for _, r := range sum.Experiments {
 		if r.Result != Passed {
 			sum.Passed = false
@@ -266,6 +267,20 @@ func Run(ctx context.Context, o Options, pack []Entry) (*Summary, error) {
 		return sum, ErrFailed
 	}
 	return sum, nil
+}
+
+// auditNetwork reads every Redis node's log for the masters it dialed: nothing the
+// game day starts may send traffic off the machine, and a parked replica dials its
+// park address about once a second.
+func auditNetwork(st *localstack.Stack) *NetworkAudit {
+	a := &NetworkAudit{Nodes: len(st.Nodes())}
+	all, off, err := st.AuditDials()
+	if err != nil {
+		a.Error = err.Error()
+		return a
+	}
+	a.Dials, a.Off = all, off
+	return a
 }
 
 // waitHealthy waits until every shard is healthy with no open alert and every service

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/heartline/heartline/shared/logging"
+	"github.com/heartline/heartline/shared/redisinfo"
 	"github.com/heartline/heartline/shared/redistest"
 	"github.com/heartline/heartline/shared/testbin"
 	"github.com/heartline/heartline/shared/topology"
@@ -128,7 +129,8 @@ func TestGamedayKillPrimaryThroughTheBinary(t *testing.T) {
 	}
 	t.Logf("\n%s", output)
 	o := output.String()
-	for _, want := range []string{"EXPERIMENT", "kill-primary  passed", "every hypothesis held", "summary.json"} {
+	for _, want := range []string{"EXPERIMENT", "kill-primary  passed", "every hypothesis held", "summary.json",
+		"network: no node dialed outside loopback"} {
 		if !strings.Contains(o, want) {
 			t.Errorf("output lacks %q", want)
 		}
@@ -140,6 +142,15 @@ func TestGamedayKillPrimaryThroughTheBinary(t *testing.T) {
 	}
 	if !sum.Passed || len(sum.Experiments) != 1 {
 		t.Fatalf("summary: %+v", sum)
+	}
+	parkDials := 0
+	for _, d := range sum.Network.Dials {
+		if d.Addr == redisinfo.DefaultPark.Addr() {
+			parkDials += d.Count
+		}
+	}
+	if !sum.Network.Clean() || sum.Network.Nodes != 4 || parkDials == 0 {
+		t.Fatalf("network audit: %+v (a killed primary's replica must have been parked on loopback)", sum.Network)
 	}
 	r := sum.Experiments[0]
 	if r.Result != Passed || r.Lost == nil || *r.Lost != 0 || r.Acked == nil || *r.Acked < 100 || r.Detected == "-" || r.FailedOver == "-" {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/heartline/heartline/services/chaos/internal/runner"
+	"github.com/heartline/heartline/shared/redisinfo"
+	"github.com/heartline/heartline/shared/redisproc"
 )
 
 // Results of one experiment in the summary.
@@ -37,6 +39,45 @@ type Summary struct {
 	Passed      bool      `json:"passed"`
 	Interrupted bool      `json:"interrupted,omitempty"`
 	Experiments []Result  `json:"experiments"`
+	// Network is the audit of every Redis node's log at the end: the master
+	// addresses the nodes dialed, none of which may be outside loopback.
+	Network *NetworkAudit `json:"network,omitempty"`
+}
+
+// NetworkAudit is what the Redis nodes' logs say they dialed ("Connecting to MASTER").
+type NetworkAudit struct {
+	Nodes int              `json:"nodes"`
+	Dials []redisproc.Dial `json:"dials"`
+	// Off are the dials outside 127.0.0.0/8; any fails the game day.
+	Off   []redisproc.Dial `json:"off_loopback"`
+	Error string           `json:"error,omitempty"`
+}
+
+// Clean reports that the audit ran and found nothing outside loopback.
+func (n *NetworkAudit) Clean() bool { return n != nil && n.Error == "" && len(n.Off) == 0 }
+
+// Line is the audit's line in the summary.
+func (n *NetworkAudit) Line() string {
+	switch {
+	case n == nil:
+		return "network: not audited"
+	case n.Error != "":
+		return "network: audit failed: " + n.Error
+	case len(n.Off) > 0:
+		var s []string
+		for _, d := range n.Off {
+			s = append(s, d.String())
+		}
+		return "network: NODES DIALED OUTSIDE LOOPBACK: " + strings.Join(s, "; ")
+	}
+	park, times := redisinfo.DefaultPark.Addr(), 0
+	for _, d := range n.Dials {
+		if d.Addr == park {
+			times += d.Count
+		}
+	}
+	return fmt.Sprintf("network: no node dialed outside loopback (%d Redis nodes' logs, %d master addresses dialed; the park address %s %d times)",
+		n.Nodes, len(n.Dials), park, times)
 }
 
 // Result is one experiment's line of the summary. Times are from the first fault, as
@@ -130,9 +171,13 @@ func (s *Summary) Table(w io.Writer) {
 			bad = append(bad, r)
 		}
 	}
-	if len(bad) == 0 {
+	fmt.Fprintf(w, "\n%s\n", s.Network.Line())
+	switch {
+	case len(bad) == 0 && s.Network != nil && !s.Network.Clean():
+		fmt.Fprintf(w, "\nevery experiment passed, but the network audit failed: the game day fails (%s)\n", s.Network.Line())
+	case len(bad) == 0:
 		fmt.Fprintf(w, "\nevery hypothesis held (%d experiments, %s over %s)\n", len(s.Experiments), s.Ended.Sub(s.Started).Round(time.Second), s.Stream)
-	} else {
+	default:
 		fmt.Fprintf(w, "\n%d of %d experiments did not pass:\n", len(bad), len(s.Experiments))
 		for _, r := range bad {
 			fmt.Fprintf(w, "  %s (%s)\n", r.Name, r.Result)
@@ -214,6 +259,7 @@ ul{margin:.2em 0;padding-left:1.2em}
 <td>{{if or .Broken .Abort .Error}}<ul>{{range .Broken}}<li>{{.}}</li>{{end}}{{if .Abort}}<li>aborted: {{.Abort}}</li>{{end}}{{if .Error}}<li>error: {{.Error}}</li>{{end}}</ul>{{end}}</td>
 </tr>
 {{end}}</table>
+<p class="{{if .Network.Clean}}ok{{else}}bad{{end}}">{{.Network.Line}}</p>
 <p class="muted">Times are from the first fault. Acked and lost count acknowledged enqueues, from <code>ratequeue check</code> on each run's history.
 Each experiment's report.html has the timeline, the expected-versus-actual table and control versus experiment; the services' logs are in <code>stack/logs</code>.</p>
 </body></html>
