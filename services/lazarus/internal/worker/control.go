@@ -111,3 +111,51 @@ func (c Control) Hold(ctx context.Context, shard string) (*HoldRecord, error) {
 	}
 	return &h, nil
 }
+
+// NoReplicaKey is the kv key of a shard's standing NO_REPLICA condition.
+func NoReplicaKey(shard string) string { return kv.Key("lazarus", "noreplica", shard) }
+
+// NoReplicaRecord is the standing condition of a shard whose primary is fine and has
+// no replica in sync: kept until a replica (or a spare) is in sync again, whatever
+// became of the failover alert that led there.
+type NoReplicaRecord struct {
+	Since time.Time `json:"since"`
+	// Decision is the last spare decision (NO_REPLICA_GRACE, NO_SPARE, ATTACH_SPARE,
+	// REPLICA_RECOVERING) and Detail its explanation.
+	Decision string    `json:"decision"`
+	Detail   string    `json:"detail"`
+	Updated  time.Time `json:"updated"`
+	Worker   string    `json:"worker,omitempty"`
+}
+
+// SetNoReplica records the condition; ClearNoReplica removes it.
+func (c Control) SetNoReplica(ctx context.Context, shard string, r NoReplicaRecord) error {
+	b, _ := json.Marshal(r)
+	_, err := c.KV.Put(ctx, NoReplicaKey(shard), b)
+	return err
+}
+
+// ClearNoReplica removes the shard's NO_REPLICA record (absent is fine).
+func (c Control) ClearNoReplica(ctx context.Context, shard string) error {
+	err := c.KV.Delete(ctx, NoReplicaKey(shard), 0)
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// NoReplica returns the shard's NO_REPLICA record, or nil.
+func (c Control) NoReplica(ctx context.Context, shard string) (*NoReplicaRecord, error) {
+	e, err := c.KV.Get(ctx, NoReplicaKey(shard))
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r NoReplicaRecord
+	if err := json.Unmarshal(e.Value, &r); err != nil {
+		return nil, fmt.Errorf("no-replica record of %s: %w", shard, err)
+	}
+	return &r, nil
+}

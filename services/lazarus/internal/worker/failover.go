@@ -225,6 +225,16 @@ func (w *Worker) doStep(ctx context.Context, rec *Record, st string) (string, st
 
 	case StepVerify:
 		deadline := time.Now().Add(w.set.VerifyTimeout)
+		// When no other node of the shard answers, no replica can acknowledge within
+		// the timeout: one attempt, then degraded at once, so that the lease is free
+		// for the reconcile loop to attach a spare (and verify later).
+		alone := true
+		for _, n := range w.ops.CheckAll(ctx, append(append([]string(nil), rec.Others...), rec.OldPrimary)) {
+			alone = alone && !n.Reachable
+		}
+		if alone {
+			deadline = time.Now()
+		}
 		for {
 			n, err := w.ops.Verify(ctx, rec.NewPrimary, rec.ID, 250*time.Millisecond)
 			if err == nil && n >= 1 {
@@ -236,6 +246,12 @@ func (w *Worker) doStep(ctx context.Context, rec *Record, st string) (string, st
 				why := "no replica acknowledged within " + w.set.VerifyTimeout.String()
 				if err != nil {
 					why += ": " + err.Error()
+				}
+				if alone {
+					why = "no other node of the shard answers"
+					if err != nil {
+						why += ": " + err.Error()
+					}
 				}
 				rec.Degraded = why + " (no replica attached yet; verified again when one joins)"
 				return rec.Degraded, StatusDegraded, nil

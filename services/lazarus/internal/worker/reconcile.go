@@ -53,6 +53,7 @@ func (w *Worker) ReconcileOnce(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	w.reconcilePool(ctx)
 	w.mu.Lock()
 	w.lastTick = w.now()
 	w.mu.Unlock()
@@ -92,6 +93,7 @@ func (w *Worker) reconcileShard(ctx context.Context, sh topology.Shard, recs []*
 		return // the primary is not fine: failing over is the alerts' business; never point anything at it
 	}
 	w.setKnown(sh, p)
+	w.spareCheck(ctx, sh, p, reps)
 	var unverified *Record
 	if n := len(recs); n > 0 {
 		if last := recs[n-1]; last.State == StateCompleted && !last.Verified && last.ToEpoch == sh.Epoch && last.NewPrimary == sh.Primary {

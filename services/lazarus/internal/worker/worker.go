@@ -74,6 +74,11 @@ type Settings struct {
 	// WatchOpen: an alert judged PRIMARY_HEALTHY is re-checked every reconcile pass for
 	// this long, or until it is resolved (60 s; negative: not at all).
 	WatchOpen time.Duration
+	// SpareAfter: a shard whose replicas have all been unreachable this long, while its
+	// primary is fine, gets a spare from the pool (2 s; negative: never).
+	SpareAfter time.Duration
+	// SpareSyncTimeout bounds the sync of an attached spare (60 s).
+	SpareSyncTimeout time.Duration
 }
 
 func (s *Settings) defaults() {
@@ -100,6 +105,10 @@ func (s *Settings) defaults() {
 	def(&s.ParkGrace, 10*time.Second)
 	def(&s.CatchUpTimeout, 5*time.Second)
 	def(&s.PauseFor, 10*time.Second)
+	if s.SpareAfter == 0 {
+		s.SpareAfter = 2 * time.Second
+	}
+	def(&s.SpareSyncTimeout, time.Minute)
 	if s.WatchOpen == 0 {
 		s.WatchOpen = time.Minute
 	}
@@ -163,8 +172,14 @@ type Worker struct {
 	pending     map[string]*pendingAlert
 	parkedSince map[string]time.Time
 	refused     map[string]time.Time // last time a refused wipe was logged, per node
-	lastTick    time.Time
-	consuming   bool
+	// Spares, per shard: since when no replica is in sync, since when none answers,
+	// and the last spare decision logged.
+	noReplicaAt      map[string]time.Time
+	unreachableAt    map[string]time.Time
+	spareNote        map[string]decide.SpareReason
+	noReplicaCleared map[string]bool
+	lastTick         time.Time
+	consuming        bool
 }
 
 type pendingAlert struct {
@@ -210,6 +225,8 @@ func New(set Settings, d Deps) (*Worker, error) {
 		src:      events.Source{Service: "lazarus", Instance: set.Instance},
 		shardSem: map[string]chan struct{}{}, known: map[string]decide.Known{}, pending: map[string]*pendingAlert{},
 		parkedSince: map[string]time.Time{}, refused: map[string]time.Time{},
+		noReplicaAt: map[string]time.Time{}, unreachableAt: map[string]time.Time{}, spareNote: map[string]decide.SpareReason{},
+		noReplicaCleared: map[string]bool{},
 	}
 	return w, nil
 }
