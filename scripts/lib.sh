@@ -24,6 +24,17 @@ need_redis() {
   command -v redis-server >/dev/null || die "redis-server still not on PATH after installing it"
 }
 
+# need_promtool installs promtool (Debian's prometheus package) to check and unit-test
+# the alert rules in infra/prometheus.
+need_promtool() {
+  command -v promtool >/dev/null && return 0
+  say "installing promtool (apt-get install prometheus)"
+  if ! { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }; then
+    die "promtool is required and could not be installed: run 'apt-get install prometheus' as root"
+  fi
+  command -v promtool >/dev/null || die "promtool still not on PATH after installing prometheus"
+}
+
 # need_localaws installs kinesalite and dynalite from the lockfile in scripts/localaws.
 need_localaws() {
   command -v node >/dev/null || die "node is required for kinesalite/dynalite (install nodejs and npm)"

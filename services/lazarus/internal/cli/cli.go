@@ -74,6 +74,7 @@ commands:
   resume [--shard N]                  resume automation (and lift the shard's cooldown)
   switchover --shard N [--to ADDR]    planned zero-loss switch of the shard's primary
   failover --shard N                  forced failover of a shard whose primary is down (skips holds)
+  spares list|add|remove [--addr A]   the spare pool: nodes lazarus attaches to a shard left without a replica
 
 Every command reads HEARTLINE_STREAM / HEARTLINE_KV (or -stream / -kv); "lazarus <command> -h"
 lists its flags with their environment variables.`
@@ -100,6 +101,8 @@ func Run(ctx context.Context, args []string, env Env) error {
 		return switchover(ctx, rest, env)
 	case "failover":
 		return failover(ctx, rest, env)
+	case "spares":
+		return sparesCmd(ctx, rest, env)
 	case "help", "-h", "--help":
 		fmt.Fprintln(env.Stdout, Usage)
 		return nil
@@ -198,6 +201,8 @@ type RunConfig struct {
 	ShutdownTimeout    time.Duration
 	WatchOpen          time.Duration
 	ParkAddr           string
+	SpareAfter         time.Duration
+	SpareSyncTimeout   time.Duration
 }
 
 // Register binds the flags of `lazarus run`.
@@ -224,6 +229,8 @@ func (c *RunConfig) Register(l *config.Loader) {
 	l.Duration(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for in-flight work")
 	l.String(&c.ParkAddr, "park-addr", redisinfo.DefaultPark.Addr(), redisinfo.ParkUsage+" (lazarus only recognises it: the agents park)")
 	l.Shared("park-addr")
+	l.Duration(&c.SpareAfter, "spare-after", 2*time.Second, "a shard whose replicas all stay unreachable this long (its primary fine) gets a spare from the pool (-1s: never)")
+	l.Duration(&c.SpareSyncTimeout, "spare-sync-timeout", time.Minute, "how long an attached spare may take to sync before the attach is given up (and retried)")
 	l.Duration(&c.WatchOpen, "watch-open-alerts", time.Minute, "an alert judged PRIMARY_HEALTHY is re-checked every reconcile pass for this long, or until resolved (-1s: never)")
 }
 
@@ -236,7 +243,7 @@ func (c RunConfig) Validate(p *config.Problems) {
 	}{{"lease-ttl", c.LeaseTTL}, {"lease-wait", c.LeaseWait}, {"check-timeout", c.CheckTimeout}, {"action-timeout", c.ActionTimeout},
 		{"cooldown", c.Cooldown}, {"window", c.Window}, {"reconcile-interval", c.ReconcileInterval}, {"verify-timeout", c.VerifyTimeout},
 		{"failover-timeout", c.FailoverTimeout}, {"park-grace", c.ParkGrace}, {"catch-up-timeout", c.CatchUpTimeout},
-		{"pause-for", c.PauseFor}, {"shutdown-timeout", c.ShutdownTimeout}} {
+		{"pause-for", c.PauseFor}, {"shutdown-timeout", c.ShutdownTimeout}, {"spare-sync-timeout", c.SpareSyncTimeout}} {
 		p.Positive(d.name, d.v)
 	}
 	p.Check(c.ReconcileInterval >= c.LeaseTTL, "reconcile-interval %s must be below lease-ttl %s", c.ReconcileInterval, c.LeaseTTL)
@@ -245,6 +252,7 @@ func (c RunConfig) Validate(p *config.Problems) {
 	p.Check(c.MaxPerWindow == 0, "max-per-window must be positive, or -1 for no limit")
 	p.Check(c.MaxLag == 0, "max-lag-bytes must be positive, or -1 for no bound")
 	p.Check(c.WatchOpen == 0, "watch-open-alerts must be positive, or negative for never")
+	p.Check(c.SpareAfter == 0, "spare-after must be positive, or negative for never")
 	p.Check(c.MinReplicasToWrite < 1, "min-replicas-to-write must be at least 1, got %d", c.MinReplicasToWrite)
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		p.Addf("listen %q: want host:port", c.Listen)
@@ -268,7 +276,8 @@ func (c RunConfig) Settings() worker.Settings {
 		ActionTimeout: c.ActionTimeout, Cooldown: c.Cooldown, MaxConcurrent: c.MaxConcurrent, MaxPerWindow: c.MaxPerWindow,
 		Window: c.Window, MaxLag: int64(c.MaxLag), ReconcileInterval: c.ReconcileInterval, VerifyTimeout: c.VerifyTimeout,
 		FailoverTimeout: c.FailoverTimeout, ParkGrace: c.ParkGrace, MinReplicasToWrite: c.MinReplicasToWrite,
-		CatchUpTimeout: c.CatchUpTimeout, PauseFor: c.PauseFor, WatchOpen: c.WatchOpen, Park: park}
+		CatchUpTimeout: c.CatchUpTimeout, PauseFor: c.PauseFor, WatchOpen: c.WatchOpen, Park: park,
+		SpareAfter: c.SpareAfter, SpareSyncTimeout: c.SpareSyncTimeout}
 }
 
 // RunLoader returns the loader of `lazarus run` bound to c (the README's table).
@@ -596,12 +605,16 @@ type ShardStatus struct {
 	Running      *worker.Record     `json:"running_failover,omitempty"`
 	CooldownTill time.Time          `json:"cooldown_until,omitzero"`
 	Failovers    int                `json:"failovers_recorded"`
+	// NoReplica is the standing NO_REPLICA condition: the primary is fine and no
+	// replica is in sync (the shard refuses writes under min-replicas-to-write 1).
+	NoReplica *worker.NoReplicaRecord `json:"no_replica,omitempty"`
 }
 
 // Status is `lazarus status`.
 type Status struct {
 	FleetPaused *worker.PauseFlag `json:"fleet_paused,omitempty"`
 	Shards      []ShardStatus     `json:"shards"`
+	Spares      topology.Pool     `json:"spares"`
 }
 
 // ReadStatus gathers the status from kv.
@@ -633,6 +646,7 @@ func ReadStatus(ctx context.Context, kvs kv.Store, now time.Time) (Status, error
 			s.Lease, s.LeaseLive = &rec, live
 		}
 		s.Hold, _ = ctl.Hold(ctx, sh.ID)
+		s.NoReplica, _ = ctl.NoReplica(ctx, sh.ID)
 		for _, r := range recs {
 			if r.Shard != sh.ID {
 				continue
@@ -645,6 +659,9 @@ func ReadStatus(ctx context.Context, kvs kv.Store, now time.Time) (Status, error
 			}
 		}
 		st.Shards = append(st.Shards, s)
+	}
+	if st.Spares, _, err = (topology.Store{KV: kvs}).Pool(ctx); err != nil {
+		return st, err
 	}
 	return st, nil
 }
@@ -675,6 +692,9 @@ func WriteStatus(w io.Writer, st Status, now time.Time) {
 		case s.Hold != nil:
 			hold = string(s.Hold.Reason)
 		}
+		if s.NoReplica != nil {
+			hold = strings.TrimPrefix(hold+" NO_REPLICA", "- ")
+		}
 		last := "-"
 		if r := s.Last; r != nil {
 			last = fmt.Sprintf("%s %s %s %s e%d->%d loss %s", r.Finished.UTC().Format("2006-01-02T15:04:05Z"), r.Outcome, r.Reason,
@@ -698,10 +718,16 @@ func WriteStatus(w io.Writer, st Status, now time.Time) {
 		if s.Paused != nil {
 			fmt.Fprintf(w, "\n%s: paused by %s at %s: %s (lazarus resume --shard %s)\n", s.Shard.ID, s.Paused.By, s.Paused.At.Format(time.RFC3339), s.Paused.Reason, s.Shard.ID)
 		}
+		if n := s.NoReplica; n != nil {
+			fmt.Fprintf(w, "\n%s: NO_REPLICA for %s (since %s): no replica in sync, the shard refuses writes; %s: %s\n", s.Shard.ID,
+				now.Sub(n.Since).Round(time.Second), n.Since.Format(time.RFC3339), n.Decision, n.Detail)
+		}
 		if r := s.Last; r != nil && r.State == worker.StateCompleted && !r.Verified {
 			fmt.Fprintf(w, "\n%s: last failover not verified yet: %s\n", s.Shard.ID, r.Degraded)
 		}
 	}
+	fmt.Fprintln(w)
+	WriteSpares(w, st.Spares, now)
 }
 
 // ---- pause / resume ----
