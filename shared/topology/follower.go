@@ -95,7 +95,7 @@ func (f *Follower) Changed() <-chan struct{} {
 }
 
 // Apply installs sh if its epoch is at least the known one (an equal epoch may carry
-// corrected nodes). It reports whether the map changed. Followers call it for every
+// corrected nodes, or a changed durability state: degraded or not). It reports whether the map changed. Followers call it for every
 // watched entry; tests and tools may call it directly.
 func (f *Follower) Apply(sh Shard) bool {
 	f.mu.Lock()
@@ -107,7 +107,8 @@ func (f *Follower) Apply(sh Shard) bool {
 			continue
 		}
 		found = true
-		if sh.Epoch < cur.Epoch || (sh.Epoch == cur.Epoch && sh.Primary == cur.Primary && equal(sh.Replicas, cur.Replicas)) {
+		if sh.Epoch < cur.Epoch || (sh.Epoch == cur.Epoch && sh.Primary == cur.Primary && equal(sh.Replicas, cur.Replicas) &&
+			sh.Degraded == cur.Degraded && sh.Durability == cur.Durability) {
 			return false
 		}
 		shards[i] = sh

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/heartline/heartline/shared/kv"
 	"github.com/heartline/heartline/shared/kv/memkv"
 )
 
@@ -73,5 +75,49 @@ func TestUpdatePoolConcurrent(t *testing.T) {
 	}
 	if _, err := s.UpdatePool(ctx, func(p *Pool) error { return p.Remove("127.0.0.1:1") }); !errors.Is(err, ErrNotSpare) {
 		t.Fatalf("an error from fn must abort the update: %v", err)
+	}
+}
+
+func TestAnnotateChangesOnlyAnnotations(t *testing.T) {
+	ctx := context.Background()
+	s := Store{KV: memkv.New()}
+	sh := Shard{ID: "s1", Epoch: 3, Primary: "127.0.0.1:7000", Replicas: []string{"127.0.0.1:7001"}}
+	if _, err := s.Seed(ctx, Map{Shards: []Shard{sh}}); err != nil {
+		t.Fatal(err)
+	}
+	cur, rev, err := s.Get(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := cur
+	next.Degraded, next.DegradedSince = true, time.Now().UTC()
+	if _, err := s.Annotate(ctx, cur, rev, next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Annotate(ctx, cur, rev, next); !errors.Is(err, kv.ErrConflict) {
+		t.Fatalf("a stale revision: %v, want a conflict", err)
+	}
+	got, rev2, _ := s.Get(ctx, "s1")
+	if !got.Degraded || got.Epoch != 3 {
+		t.Fatalf("after Annotate: %+v", got)
+	}
+	for _, mut := range []func(*Shard){
+		func(x *Shard) { x.Epoch++ },
+		func(x *Shard) { x.Primary = "127.0.0.1:7001" },
+		func(x *Shard) { x.Replicas = nil },
+		func(x *Shard) { x.Durability = "yolo" },
+	} {
+		bad := got
+		mut(&bad)
+		if _, err := s.Annotate(ctx, got, rev2, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Annotate of a route change: %v, want ErrInvalid", err)
+		}
+	}
+	if (Shard{}).Policy("") != DurabilityStrict || (Shard{}).Policy(DurabilityDegrade) != DurabilityDegrade ||
+		(Shard{Durability: DurabilityStrict}).Policy(DurabilityDegrade) != DurabilityStrict {
+		t.Fatal("Policy: the shard's own setting wins, then the fleet default, then strict")
+	}
+	if err := (Map{Shards: []Shard{{ID: "s1", Epoch: 1, Primary: "a:1", Durability: "maybe"}}}).Validate(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Validate of a bad durability: %v", err)
 	}
 }

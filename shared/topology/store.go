@@ -91,6 +91,25 @@ func (s Store) Advance(ctx context.Context, cur Shard, rev uint64, next Shard) (
 	return s.KV.Update(ctx, Key(cur.ID), b, rev)
 }
 
+// Annotate replaces shard cur (read at revision rev) with next when only annotations
+// differ (Degraded, DegradedSince, Durability and the provenance fields): the epoch,
+// the primary and the replicas must stay, so no client's route changes. The write fails
+// with kv.ErrConflict if anyone wrote the shard since rev.
+func (s Store) Annotate(ctx context.Context, cur Shard, rev uint64, next Shard) (uint64, error) {
+	if next.ID != cur.ID || next.Index != cur.Index || next.Epoch != cur.Epoch || next.Primary != cur.Primary ||
+		strings.Join(next.Replicas, ",") != strings.Join(cur.Replicas, ",") {
+		return 0, fmt.Errorf("%w: an annotation never changes a shard's id, index, epoch, primary or replicas", ErrInvalid)
+	}
+	if !ValidDurability(next.Durability) {
+		return 0, fmt.Errorf("%w: durability %q: want strict or degrade", ErrInvalid, next.Durability)
+	}
+	if next.UpdatedAt.IsZero() {
+		next.UpdatedAt = time.Now().UTC()
+	}
+	b, _ := json.Marshal(next)
+	return s.KV.Update(ctx, Key(cur.ID), b, rev)
+}
+
 // Put writes a shard unconditionally; for repairs by an operator only.
 func (s Store) Put(ctx context.Context, sh Shard) error {
 	b, _ := json.Marshal(sh)

@@ -39,12 +39,44 @@ type Shard struct {
 	Epoch    uint64   `json:"epoch"`
 	Primary  string   `json:"primary"`  // host:port
 	Replicas []string `json:"replicas"` // host:port, in promotion priority order
+	// Durability is what the shard does while no replica is in sync: DurabilityStrict
+	// (refuse writes until one is) or DurabilityDegrade (acknowledge on the primary
+	// alone, and say so). Empty: the fleet default (lazarus -durability).
+	Durability string `json:"durability,omitempty"`
+	// Degraded is set by lazarus under DurabilityDegrade while no replica is in sync:
+	// the primary's min-replicas-to-write is 0 and clients acknowledge writes the
+	// primary applied, with "replicated": false. A second failure in that window loses
+	// those writes.
+	Degraded      bool      `json:"degraded,omitempty"`
+	DegradedSince time.Time `json:"degraded_since,omitzero"`
 	// Provenance, for on-call: who wrote this entry and why.
 	UpdatedAt     time.Time `json:"updated_at,omitzero"`
 	UpdatedBy     string    `json:"updated_by,omitempty"`
 	Reason        string    `json:"reason,omitempty"`
 	FailoverID    string    `json:"failover_id,omitempty"`
 	CorrelationID string    `json:"correlation_id,omitempty"`
+}
+
+// Durability policies.
+const (
+	DurabilityStrict  = "strict"
+	DurabilityDegrade = "degrade"
+)
+
+// ValidDurability reports whether d is a policy ("" counts: the fleet default).
+func ValidDurability(d string) bool {
+	return d == "" || d == DurabilityStrict || d == DurabilityDegrade
+}
+
+// Policy is the shard's durability policy, or def when the entry has none.
+func (s Shard) Policy(def string) string {
+	if s.Durability != "" {
+		return s.Durability
+	}
+	if def == "" {
+		return DurabilityStrict
+	}
+	return def
 }
 
 // Nodes returns the primary followed by the replicas.
@@ -92,6 +124,9 @@ func (m Map) Validate() error {
 		}
 		if s.Primary == "" {
 			problems = append(problems, fmt.Sprintf("%s (%s): no primary", name, s.ID))
+		}
+		if !ValidDurability(s.Durability) {
+			problems = append(problems, fmt.Sprintf("%s (%s): durability %q: want strict or degrade", name, s.ID, s.Durability))
 		}
 		for _, n := range s.Nodes() {
 			if n == "" {

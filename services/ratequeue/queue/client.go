@@ -111,8 +111,15 @@ type Config struct {
 	NoBatch bool
 	// Batchers per node (default 4) and the largest batch (default 128).
 	Batchers, MaxBatch int
-	Metrics            *Metrics
-	Log                zerolog.Logger
+	// BreakerAfter: a shard whose calls fail for this long without a success is
+	// treated as down, and calls to it fail at once with ErrShardDown instead of
+	// waiting for the op timeout (default 3 s, above a failover's duration; negative:
+	// never). BreakerProbe: while down, one call per this interval goes through to
+	// find out whether it is back (default 500 ms). A route change in the topology
+	// (failover, spare, degraded) closes the circuit at once.
+	BreakerAfter, BreakerProbe time.Duration
+	Metrics                    *Metrics
+	Log                        zerolog.Logger
 }
 
 func (c *Config) defaults() {
@@ -154,6 +161,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 128
+	}
+	if c.BreakerAfter == 0 {
+		c.BreakerAfter = 3 * time.Second
+	}
+	if c.BreakerProbe <= 0 {
+		c.BreakerProbe = 500 * time.Millisecond
 	}
 }
 
@@ -201,6 +214,7 @@ type Client struct {
 
 	refreshing atomic.Bool
 	rr         atomic.Uint64
+	br         *breakers
 }
 
 // node is one Redis node's client. It is replaced (never reused) when dials to it
@@ -223,7 +237,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, topo: cfg.Topology, log: cfg.Log, metrics: cfg.Metrics,
-		nodes: map[string]*node{}, seen: map[string]uint64{}, done: make(chan struct{})}
+		nodes: map[string]*node{}, seen: map[string]uint64{}, done: make(chan struct{}),
+		br: newBreakers(cfg.BreakerAfter, cfg.BreakerProbe)}
 	go c.prune()
 	return c, nil
 }
@@ -496,6 +511,12 @@ type target struct {
 	node  *node
 }
 
+// replicated reports whether a write through t waits for a replica: AckReplica on a
+// shard that is not degraded. On a degraded shard (durability degrade, no replica in
+// sync: lazarus set min-replicas-to-write 0) writes are acknowledged by the primary
+// alone and say so (Replicated false).
+func (c *Client) replicated(t target) bool { return c.cfg.Ack == AckReplica && !t.shard.Degraded }
+
 // run calls attempt against the primary of the shard pick chooses, retrying
 // retryable failures until success, a final error, maxAttempts (0: no limit) or the
 // deadline. It returns the shard of the successful attempt.
@@ -545,6 +566,19 @@ func (c *Client) run(ctx context.Context, op, queue string, maxAttempts int,
 			lastErr = fmt.Errorf("topology has epoch %d for shard %s, a node reported epoch %d", sh.Epoch, sh.ID, seen)
 			c.refresh()
 		} else {
+			allowed, closed := c.br.allow(sh, time.Now())
+			if closed {
+				c.circuitClosed(sh, "the shard's route changed")
+			}
+			if !allowed {
+				if lastErr == nil {
+					lastErr = fmt.Errorf("%w: shard %s", ErrShardDown, sh.ID)
+				} else {
+					lastErr = fmt.Errorf("%w: shard %s, %w", ErrShardDown, sh.ID, lastErr)
+				}
+				lastReason = "shard_down"
+				return topology.Shard{}, c.final(parent, fail, maybeApplied, n-1)
+			}
 			nd, err := c.node(sh.Primary)
 			if err != nil {
 				return topology.Shard{}, &Error{Op: op, Queue: queue, Shard: sh.ID, Category: CategoryCanceled, Attempts: n, Err: err}
@@ -553,6 +587,9 @@ func (c *Client) run(ctx context.Context, op, queue string, maxAttempts int,
 			err = attempt(actx, target{shard: sh, node: nd})
 			acancel()
 			if err == nil {
+				if c.br.success(sh.ID) {
+					c.circuitClosed(sh, "a call succeeded")
+				}
 				return sh, nil
 			}
 			var qe *Error
@@ -571,6 +608,12 @@ func (c *Client) run(ctx context.Context, op, queue string, maxAttempts int,
 			}
 			if !v.retry {
 				return topology.Shard{}, fail(CategoryInternal, ErrInternal, n)
+			}
+			if v.stale == nil && v.reason != "pool" && v.reason != "closed" && c.br.failure(sh, time.Now()) {
+				c.metrics.circuit(sh.ID, true)
+				c.log.Warn().Str("shard", sh.ID).Str("node", sh.Primary).Uint64("epoch", sh.Epoch).Str("reason", v.reason).
+					Dur("failing_for", c.cfg.BreakerAfter).AnErr("error", err).
+					Msg("shard circuit open: calls to the shard fail at once until a probe succeeds or its route changes")
 			}
 			if v.dial {
 				c.replace(nd)
@@ -602,6 +645,14 @@ func (c *Client) run(ctx context.Context, op, queue string, maxAttempts int,
 		t.Stop()
 	}
 }
+
+func (c *Client) circuitClosed(sh topology.Shard, why string) {
+	c.metrics.circuit(sh.ID, false)
+	c.log.Info().Str("shard", sh.ID).Str("node", sh.Primary).Uint64("epoch", sh.Epoch).Str("why", why).Msg("shard circuit closed")
+}
+
+// DownShards lists the shards whose circuit is open, with when it opened.
+func (c *Client) DownShards() map[string]time.Time { return c.br.openShards() }
 
 func (c *Client) final(parent context.Context, fail func(Category, error, int) error, maybeApplied bool, n int) error {
 	switch {
@@ -701,6 +752,10 @@ type EnqueueResult struct {
 	// ServerUS is the primary's clock (µs since the Unix epoch) when the enqueue
 	// created its queue (0 when the queue already existed: reading the clock costs).
 	ServerUS int64
+	// Replicated: a replica acknowledged the write (AckReplica on a shard that is not
+	// degraded). False under AckPrimary, and on a degraded shard: a second failure
+	// before a replica is in sync again loses the write.
+	Replicated bool
 }
 
 // Enqueue appends a message to its queue. With AckReplica it returns only after a
@@ -717,6 +772,9 @@ func (c *Client) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 		result = "duplicate"
 	}
 	c.metrics.op("enqueue", res.Shard, result, time.Since(start))
+	if !res.Replicated && c.cfg.Ack == AckReplica {
+		c.metrics.unreplicated("enqueue", res.Shard)
+	}
 	return res, nil
 }
 
@@ -752,7 +810,7 @@ func (c *Client) enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 	ambiguous := false
 	sh, err := c.run(ctx, "enqueue", req.Queue, 0, c.shardFor(req.Queue), func(ctx context.Context, t target) error {
 		attempts++
-		res, err := c.eval(ctx, t.node, enqueueScript, true, []string{EpochKey, keyReady, keyStored},
+		res, err := c.eval(ctx, t.node, enqueueScript, !t.shard.Degraded, []string{EpochKey, keyReady, keyStored},
 			epochArg(t.shard.Epoch), req.Queue, id, req.Body, iv, req.IdempotencyKey, ttl)
 		if err != nil {
 			if classify(err).maybeApplied {
@@ -769,7 +827,7 @@ func (c *Client) enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 		dup, _ := arr[1].(int64)
 		now, _ := arr[2].(int64)
 		out = EnqueueResult{ID: gotID, Queue: req.Queue, Shard: t.shard.ID, Node: t.shard.Primary, Epoch: t.shard.Epoch,
-			Duplicate: dup == 1 && !ambiguous, ServerUS: now}
+			Duplicate: dup == 1 && !ambiguous, ServerUS: now, Replicated: c.replicated(t)}
 		return nil
 	})
 	if err != nil {
@@ -801,6 +859,9 @@ type Message struct {
 	Shard      string
 	Node       string
 	Epoch      uint64
+	// Replicated: the in-flight state reached a replica before the message was
+	// returned (false under AckPrimary and on a degraded shard).
+	Replicated bool
 }
 
 // DequeueRequest selects what to dequeue.
@@ -890,7 +951,7 @@ func (c *Client) recordDequeue(shard string, res DequeueResult, err error, start
 func (c *Client) dequeueShard(ctx context.Context, shard string, vis time.Duration, maxAttempts int) (DequeueResult, error) {
 	var out DequeueResult
 	_, err := c.run(ctx, "dequeue", "", maxAttempts, shardByID(shard), func(ctx context.Context, t target) error {
-		res, err := c.eval(ctx, t.node, dequeueScript, true, []string{EpochKey, keyReady, keyInflight},
+		res, err := c.eval(ctx, t.node, dequeueScript, !t.shard.Degraded, []string{EpochKey, keyReady, keyInflight},
 			epochArg(t.shard.Epoch), vis.Microseconds(), 1000)
 		if errors.Is(err, errNotReplicated) {
 			// A message (if any) is in flight on the primary but not confirmed on a
@@ -934,7 +995,10 @@ func (c *Client) dequeueShard(ctx context.Context, shard string, vis time.Durati
 		cnt, _ := arr[4].(int64)
 		iv, _ := arr[5].(int64)
 		out = DequeueResult{Message: &Message{ID: id, Queue: q, Body: []byte(body), Deliveries: cnt, ServerUS: now,
-			IntervalUS: iv, Shard: t.shard.ID, Node: t.shard.Primary, Epoch: t.shard.Epoch}}
+			IntervalUS: iv, Shard: t.shard.ID, Node: t.shard.Primary, Epoch: t.shard.Epoch, Replicated: c.replicated(t)}}
+		if !c.replicated(t) && c.cfg.Ack == AckReplica {
+			c.metrics.unreplicated("dequeue", t.shard.ID)
+		}
 		return nil
 	})
 	return out, err
@@ -976,7 +1040,7 @@ func (c *Client) ack(ctx context.Context, queue, id string) (string, error) {
 		return "", &Error{Op: "ack", Queue: queue, Category: CategoryInvalid, Err: err}
 	}
 	sh, err := c.run(ctx, "ack", queue, 0, c.shardFor(queue), func(ctx context.Context, t target) error {
-		res, err := c.eval(ctx, t.node, ackScript, true, []string{EpochKey, keyInflight, keyStored}, epochArg(t.shard.Epoch), id)
+		res, err := c.eval(ctx, t.node, ackScript, !t.shard.Degraded, []string{EpochKey, keyInflight, keyStored}, epochArg(t.shard.Epoch), id)
 		if err != nil {
 			return err
 		}
@@ -1016,6 +1080,9 @@ type ShardStats struct {
 	Stored      int64  `json:"stored"`
 	Node        string `json:"node"`
 	Epoch       uint64 `json:"epoch"`
+	// Degraded: the topology says the shard acknowledges writes on its primary alone
+	// (durability degrade, no replica in sync).
+	Degraded bool `json:"degraded"`
 }
 
 // Stats reads a shard's counts from its primary.
@@ -1030,7 +1097,8 @@ func (c *Client) Stats(ctx context.Context, shard string) (ShardStats, error) {
 			return err
 		}
 		stored, _ := s.Int64()
-		st = ShardStats{Shard: t.shard.ID, ReadyQueues: r.Val(), InFlight: f.Val(), Stored: stored, Node: t.shard.Primary, Epoch: t.shard.Epoch}
+		st = ShardStats{Shard: t.shard.ID, ReadyQueues: r.Val(), InFlight: f.Val(), Stored: stored, Node: t.shard.Primary, Epoch: t.shard.Epoch,
+			Degraded: t.shard.Degraded}
 		return nil
 	})
 	return st, err

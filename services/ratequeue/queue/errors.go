@@ -27,6 +27,11 @@ var (
 	// ErrUnavailable: the shard could not be reached or refused the write on every
 	// attempt until the deadline; the write was definitely not applied.
 	ErrUnavailable = errors.New("shard unavailable")
+	// ErrShardDown: the shard's circuit is open (its calls failed for BreakerAfter
+	// without a success), so the call failed at once without being sent; it wraps
+	// under ErrUnavailable (or ErrUnknownOutcome if an earlier attempt may have been
+	// applied).
+	ErrShardDown = errors.New("shard down (circuit open)")
 	// ErrUnknownOutcome: at least one attempt may have been applied (a timeout or
 	// broken connection after the command was sent, or WAIT saw no replica). Retry
 	// an enqueue with the same idempotency key to learn its id without storing it

@@ -12,6 +12,8 @@ type Metrics struct {
 	retries  *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	unrepl   *prometheus.CounterVec
+	open     *prometheus.GaugeVec
 }
 
 // NewMetrics registers the client metrics with reg.
@@ -34,8 +36,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of queue operations including retries, by op.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"op"}),
+		unrepl: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratequeue_unreplicated_writes_total",
+			Help: "Writes (enqueue, dequeue) acknowledged by the primary alone because their shard was degraded (durability degrade, no replica in sync), by op and shard; a second failure before a replica is in sync loses them.",
+		}, []string{"op", "shard"}),
 	}
-	reg.MustRegister(m.ops, m.retries, m.errors, m.duration)
+	m.open = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ratequeue_shard_circuit_open",
+		Help: "1 while the shard's circuit is open: its calls failed for breaker-after without a success, so calls to it fail at once (one probe per breaker-probe).",
+	}, []string{"shard"})
+	reg.MustRegister(m.ops, m.retries, m.errors, m.duration, m.unrepl, m.open)
 	return m
 }
 
@@ -45,6 +55,24 @@ func (m *Metrics) op(op, shard, result string, d time.Duration) {
 	}
 	m.ops.WithLabelValues(op, shard, result).Inc()
 	m.duration.WithLabelValues(op).Observe(d.Seconds())
+}
+
+func (m *Metrics) unreplicated(op, shard string) {
+	if m == nil {
+		return
+	}
+	m.unrepl.WithLabelValues(op, shard).Inc()
+}
+
+func (m *Metrics) circuit(shard string, open bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if open {
+		v = 1
+	}
+	m.open.WithLabelValues(shard).Set(v)
 }
 
 func (m *Metrics) retry(op, reason string) {

@@ -347,23 +347,34 @@ func TestAckReplicaWaitsForReplica(t *testing.T) {
 
 func retries(t *testing.T, reg *prometheus.Registry, op, reason string) prometheus.Collector {
 	t.Helper()
+	return metricSum(t, reg, "ratequeue_retries_total", map[string]string{"op": op, "reason": reason})
+}
+
+// counterSum is the sum of the counter's series whose labels include want, as a
+// collector for testutil.ToFloat64.
+func metricSum(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) prometheus.Collector {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	v := 0.0
 	for _, mf := range mfs {
-		if mf.GetName() != "ratequeue_retries_total" {
+		if mf.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range mf.GetMetric() {
 			l := map[string]string{}
 			for _, lp := range m.GetLabel() {
 				l[lp.GetName()] = lp.GetValue()
 			}
-			if l["op"] == op && l["reason"] == reason {
-				v += m.GetCounter().GetValue()
+			for k, x := range want {
+				if l[k] != x {
+					continue series
+				}
 			}
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})
@@ -536,5 +547,137 @@ func TestRoutingFollowsFailoverAndFences(t *testing.T) {
 	_, err = short.Dequeue(ctx, queue.DequeueRequest{Shard: "shard-0"})
 	if !errors.As(err, &qe) || qe.Reason != "staleepoch_older" {
 		t.Fatalf("unstamped node: %v", err)
+	}
+}
+
+// A shard lazarus marked degraded (durability degrade: no replica in sync, primary at
+// min-replicas-to-write 0) takes writes without waiting for a replica and says so
+// (Replicated false, ratequeue_unreplicated_writes_total); once the topology clears
+// degraded, writes wait for the replica again.
+func TestDegradedShardAcknowledgesOnThePrimaryAndSaysSo(t *testing.T) {
+	cl := rqtest.Start(t, 1)
+	c, reg := newClient(t, cl.Follower, func(cfg *queue.Config) {
+		cfg.WaitTimeout = 200 * time.Millisecond
+		cfg.OpTimeout = 1500 * time.Millisecond
+	})
+	ctx := ctxT(t, 30*time.Second)
+	res, err := c.Enqueue(ctx, queue.EnqueueRequest{Queue: "q", Body: []byte("a")})
+	if err != nil || !res.Replicated {
+		t.Fatalf("healthy shard: %+v %v, want replicated", res, err)
+	}
+	// The replica dies; lazarus (here: the test) degrades the shard.
+	prim, rep := cl.Shards[0].Primary, cl.Shards[0].Replicas[0]
+	if err := rep.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := prim.Client().ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	setDegraded(t, cl, true)
+	redistest.WaitFor(t, 5*time.Second, "client sees the shard degraded", func() bool { return cl.Map().Shards[0].Degraded })
+	for i := 0; i < 20; i++ {
+		res, err := c.Enqueue(ctx, queue.EnqueueRequest{Queue: "q", Body: []byte(fmt.Sprint(i))})
+		if err != nil || res.Replicated {
+			t.Fatalf("degraded shard, enqueue %d: %+v %v; want acknowledged, not replicated", i, res, err)
+		}
+	}
+	d, err := c.Dequeue(ctx, queue.DequeueRequest{Shard: "shard-0"})
+	if err != nil || d.Message == nil || d.Message.Replicated {
+		t.Fatalf("degraded shard, dequeue: %+v %v", d, err)
+	}
+	if v := testutil.ToFloat64(unreplicated(t, reg, "enqueue", "shard-0")); v != 20 {
+		t.Fatalf("ratequeue_unreplicated_writes_total{enqueue} = %v, want 20", v)
+	}
+	if v := testutil.ToFloat64(retries(t, reg, "enqueue", "not_replicated")); v != 0 {
+		t.Fatalf("a degraded shard's writes waited for a replica: %v not_replicated retries", v)
+	}
+	// Back to normal: min-replicas-to-write restored, degraded cleared; with the replica
+	// still gone, writes are refused again (strict), never acknowledged unreplicated.
+	if err := prim.Client().ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	setDegraded(t, cl, false)
+	redistest.WaitFor(t, 5*time.Second, "client sees the shard replicated", func() bool { return !cl.Map().Shards[0].Degraded })
+	if res, err := c.Enqueue(ctx, queue.EnqueueRequest{Queue: "q", Body: []byte("z")}); err == nil {
+		t.Fatalf("strict again, no replica: acknowledged %+v", res)
+	}
+}
+
+func setDegraded(t *testing.T, cl *rqtest.Cluster, on bool) {
+	t.Helper()
+	ctx := context.Background()
+	cur, rev, err := cl.Topo.Get(ctx, "shard-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := cur
+	next.Degraded = on
+	if _, err := cl.Topo.Annotate(ctx, cur, rev, next); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func unreplicated(t *testing.T, reg *prometheus.Registry, op, shard string) prometheus.Collector {
+	t.Helper()
+	return metricSum(t, reg, "ratequeue_unreplicated_writes_total", map[string]string{"op": op, "shard": shard})
+}
+
+// One shard's primary dies and nothing fails it over: after BreakerAfter its calls
+// fail at once (ErrShardDown) instead of holding the caller for the op timeout, the
+// other shard's calls never notice, and once the node is back a probe closes the
+// circuit.
+func TestDeadShardFailsFastAndRecovers(t *testing.T) {
+	cl := rqtest.Start(t, 2)
+	c, reg := newClient(t, cl.Follower, func(cfg *queue.Config) {
+		cfg.OpTimeout, cfg.BreakerAfter, cfg.BreakerProbe = 10*time.Second, 500*time.Millisecond, 200*time.Millisecond
+	})
+	ctx := ctxT(t, 60*time.Second)
+	m := cl.Map()
+	queueOn := func(shard string) string {
+		for i := 0; ; i++ {
+			q := fmt.Sprintf("q%d", i)
+			if sh, _ := m.ShardFor(q); sh.ID == shard {
+				return q
+			}
+		}
+	}
+	dead, alive := queueOn("shard-1"), queueOn("shard-0")
+	if err := cl.Shards[1].Primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	_, err := c.Enqueue(ctx, queue.EnqueueRequest{Queue: dead, Body: []byte("x")})
+	first := time.Since(t0)
+	if !errors.Is(err, queue.ErrShardDown) || queue.CategoryOf(err) != queue.CategoryUnavailable {
+		t.Fatalf("first call to the dead shard: %v", err)
+	}
+	var slowest time.Duration
+	for i := 0; i < 50; i++ {
+		s := time.Now()
+		if _, err := c.Enqueue(ctx, queue.EnqueueRequest{Queue: dead, Body: []byte("x")}); !errors.Is(err, queue.ErrShardDown) {
+			t.Fatalf("call %d to the dead shard: %v", i, err)
+		}
+		slowest = max(slowest, time.Since(s))
+		if _, err := c.Enqueue(ctx, queue.EnqueueRequest{Queue: alive, Body: []byte("y")}); err != nil {
+			t.Fatalf("the healthy shard failed while the other is down: %v", err)
+		}
+	}
+	t.Logf("first call to the dead shard returned after %s (op timeout 10 s); slowest of the next 50: %s", first.Round(time.Millisecond), slowest.Round(time.Millisecond))
+	if _, ok := c.DownShards()["shard-1"]; !ok {
+		t.Fatal("DownShards lacks shard-1")
+	}
+	if v := testutil.ToFloat64(metricSum(t, reg, "ratequeue_shard_circuit_open", map[string]string{"shard": "shard-1"})); v != 1 {
+		t.Fatalf("ratequeue_shard_circuit_open{shard-1} = %v", v)
+	}
+	if err := cl.Shards[1].Primary.Restart(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rqtest.Stamp(t, cl.Shards[1].Primary, 1)
+	redistest.WaitFor(t, 20*time.Second, "the dead shard takes writes again", func() bool {
+		_, err := c.Enqueue(ctx, queue.EnqueueRequest{Queue: dead, Body: []byte("z")})
+		return err == nil
+	})
+	if len(c.DownShards()) != 0 || testutil.ToFloat64(metricSum(t, reg, "ratequeue_shard_circuit_open", map[string]string{"shard": "shard-1"})) != 0 {
+		t.Fatal("circuit still open after a success")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -41,6 +42,7 @@ func (stubQueue) Stats(ctx context.Context, shard string) (queue.ShardStats, err
 }
 func (stubQueue) Check(ctx context.Context) map[string]error { return nil }
 func (stubQueue) Shards() []string                           { return []string{"s"} }
+func (stubQueue) DownShards() map[string]time.Time           { return nil }
 
 func FuzzAPI(f *testing.F) {
 	f.Add("POST", "/v1/queues/q/messages", `{"body":"x"}`)

@@ -32,6 +32,7 @@ type Queue interface {
 	Stats(ctx context.Context, shard string) (queue.ShardStats, error)
 	Check(ctx context.Context) map[string]error
 	Shards() []string
+	DownShards() map[string]time.Time
 }
 
 // Config tunes the server.
@@ -175,6 +176,9 @@ type EnqueueResponse struct {
 	Epoch     uint64 `json:"epoch"`
 	Duplicate bool   `json:"duplicate"`
 	ServerUS  int64  `json:"server_us"`
+	// Replicated: a replica acknowledged the message before this reply. False on a
+	// degraded shard (no replica in sync, durability degrade) or with -ack primary.
+	Replicated bool `json:"replicated"`
 }
 
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
@@ -195,7 +199,7 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusOK
 	}
 	writeJSON(w, code, EnqueueResponse{ID: res.ID, Queue: res.Queue, Shard: res.Shard, Node: res.Node, Epoch: res.Epoch,
-		Duplicate: res.Duplicate, ServerUS: res.ServerUS})
+		Duplicate: res.Duplicate, ServerUS: res.ServerUS, Replicated: res.Replicated})
 }
 
 // DequeueBody is the (optional) JSON body of a dequeue.
@@ -215,6 +219,7 @@ type MessageJSON struct {
 	Shard      string `json:"shard"`
 	Node       string `json:"node"`
 	Epoch      uint64 `json:"epoch"`
+	Replicated bool   `json:"replicated"`
 }
 
 // DequeueResponse answers a dequeue: a message, or null with a hint.
@@ -244,7 +249,7 @@ func (s *Server) dequeue(w http.ResponseWriter, r *http.Request) {
 	out := DequeueResponse{NextInMS: float64(res.NextIn.Microseconds()) / 1000, ReadyQueues: res.Ready, InFlight: res.InFlight}
 	if m := res.Message; m != nil {
 		out = DequeueResponse{Message: &MessageJSON{ID: m.ID, Queue: m.Queue, Body: string(m.Body), Deliveries: m.Deliveries,
-			ServerUS: m.ServerUS, IntervalUS: m.IntervalUS, Shard: m.Shard, Node: m.Node, Epoch: m.Epoch}}
+			ServerUS: m.ServerUS, IntervalUS: m.IntervalUS, Shard: m.Shard, Node: m.Node, Epoch: m.Epoch, Replicated: m.Replicated}}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -283,12 +288,15 @@ type ShardsResponse struct {
 type ShardJSON struct {
 	queue.ShardStats
 	Error string `json:"error,omitempty"`
+	// DownSince: the shard's circuit is open (its calls fail at once) since then.
+	DownSince *time.Time `json:"down_since,omitempty"`
 }
 
 func (s *Server) shards(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
 	ids := s.q.Shards()
+	down := s.q.DownShards()
 	out := ShardsResponse{Shards: make([]ShardJSON, len(ids))}
 	var wg sync.WaitGroup
 	for i, id := range ids {
@@ -300,6 +308,9 @@ func (s *Server) shards(w http.ResponseWriter, r *http.Request) {
 			out.Shards[i] = ShardJSON{ShardStats: st}
 			if err != nil {
 				out.Shards[i].Error = err.Error()
+			}
+			if at, ok := down[id]; ok {
+				out.Shards[i].DownSince = &at
 			}
 		}()
 	}
@@ -322,11 +333,19 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "error": "no shards in the topology"})
 		return
 	}
-	if len(errs) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "shards": shards})
+	// Ready means this instance can serve: one bad shard is that shard's problem (it
+	// shows here and in /v1/shards and the metrics), and taking every instance out of
+	// the load balancer for it would stop the healthy shards too. Not ready only when
+	// no shard at all can be served.
+	if len(errs) == len(shards) {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "error": "no shard can be served", "shards": shards})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "shards": shards})
+	status := "ready"
+	if len(errs) > 0 {
+		status = "ready_degraded"
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": status, "shards": shards, "failing_shards": len(errs)})
 }
 
 // decode reads a JSON body strictly (no unknown fields, one value, size-limited).

@@ -159,11 +159,22 @@ func TestAPIOnRealRedis(t *testing.T) {
 			t.Errorf("metrics lack %s", name)
 		}
 	}
-	// Readiness fails when a shard's primary cannot write.
+	// One shard whose primary cannot write does not make the instance unready: it
+	// shows as that shard's error (ready_degraded). Every shard failing does.
 	if err := cl.Shards[1].Replicas[0].Kill(); err != nil {
 		t.Fatal(err)
 	}
-	redistest.WaitFor(t, 15*time.Second, "readyz 503", func() bool {
+	redistest.WaitFor(t, 15*time.Second, "readyz names the failing shard", func() bool {
+		code, out := call(t, "GET", u+"/readyz", "")
+		sh, _ := out["shards"].(map[string]any)
+		return code == 200 && out["status"] == "ready_degraded" && sh["shard-1"] != "ok" && sh["shard-0"] == "ok"
+	})
+	for _, s := range cl.Shards[:1] {
+		if err := s.Replicas[0].Kill(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	redistest.WaitFor(t, 15*time.Second, "readyz 503 with no shard servable", func() bool {
 		code, _ := call(t, "GET", u+"/readyz", "")
 		return code == 503
 	})

@@ -26,6 +26,8 @@ type clientFlags struct {
 	Ack            string
 	WaitTimeout    time.Duration
 	OpTimeout      time.Duration
+	BreakerAfter   time.Duration
+	BreakerProbe   time.Duration
 	DefaultRate    float64
 	Rates          []string
 	Visibility     time.Duration
@@ -42,6 +44,8 @@ func (c *clientFlags) register(l *config.Loader) {
 	l.String(&c.Ack, "ack", "replica", "durability: replica (acknowledge after WAIT 1 saw a replica) or primary")
 	l.Duration(&c.WaitTimeout, "wait-timeout", time.Second, "WAIT timeout for ack=replica")
 	l.Duration(&c.OpTimeout, "op-timeout", 10*time.Second, "bound on one queue operation including its retries")
+	l.Duration(&c.BreakerAfter, "breaker-after", 3*time.Second, "a shard whose calls fail this long without a success is down: calls to it fail at once (503, shard_down) until a probe succeeds or its route changes (-1s: never)")
+	l.Duration(&c.BreakerProbe, "breaker-probe", 500*time.Millisecond, "while a shard is down, one call per this interval goes through to see whether it is back")
 	l.Float(&c.DefaultRate, "default-rate", 10, "default dequeue rate per queue, messages per second (0: unlimited)")
 	l.List(&c.Rates, "rates", nil, "per-queue rate overrides, QUEUE=RATE")
 	l.Duration(&c.Visibility, "visibility", 30*time.Second, "default visibility timeout of a delivered message")
@@ -65,6 +69,8 @@ func (c *clientFlags) validate(p *config.Problems) {
 	}
 	p.Positive("-wait-timeout", c.WaitTimeout)
 	p.Positive("-op-timeout", c.OpTimeout)
+	p.Check(c.BreakerAfter == 0, "-breaker-after must be positive, or negative for never")
+	p.Positive("-breaker-probe", c.BreakerProbe)
 	p.Positive("-visibility", c.Visibility)
 	p.Positive("-idempotency-ttl", c.IdempotencyTTL)
 	p.Check(c.DefaultRate < 0, "-default-rate %v: want >= 0", c.DefaultRate)
@@ -128,7 +134,7 @@ func (c *clientFlags) queueConfig(topo queue.Topology, m *queue.Metrics, log zer
 	rates, _ := parseRates(c.Rates)
 	ack, _ := queue.ParseAckMode(c.Ack)
 	return queue.Config{Topology: topo, Ack: ack, WaitTimeout: c.WaitTimeout, AttemptTimeout: c.WaitTimeout + time.Second,
-		OpTimeout: c.OpTimeout, DefaultRate: c.DefaultRate, Rates: rates, Visibility: c.Visibility, MaxBody: c.MaxBody,
+		OpTimeout: c.OpTimeout, BreakerAfter: c.BreakerAfter, BreakerProbe: c.BreakerProbe, DefaultRate: c.DefaultRate, Rates: rates, Visibility: c.Visibility, MaxBody: c.MaxBody,
 		IdempotencyTTL: c.IdempotencyTTL, PoolSize: c.PoolSize, Metrics: m, Log: log}
 }
 
