@@ -203,6 +203,7 @@ type RunConfig struct {
 	ParkAddr           string
 	SpareAfter         time.Duration
 	SpareSyncTimeout   time.Duration
+	Durability         string
 }
 
 // Register binds the flags of `lazarus run`.
@@ -230,6 +231,7 @@ func (c *RunConfig) Register(l *config.Loader) {
 	l.String(&c.ParkAddr, "park-addr", redisinfo.DefaultPark.Addr(), redisinfo.ParkUsage+" (lazarus only recognises it: the agents park)")
 	l.Shared("park-addr")
 	l.Duration(&c.SpareAfter, "spare-after", 2*time.Second, "a shard whose replicas all stay unreachable this long (its primary fine) gets a spare from the pool (-1s: never)")
+	l.String(&c.Durability, "durability", topology.DurabilityStrict, "fleet default for a shard with no replica in sync (a shard's topology entry overrides it): strict (refuse writes until a replica or spare is in sync) or degrade (acknowledge on the primary alone, replicated: false, until one is)")
 	l.Duration(&c.SpareSyncTimeout, "spare-sync-timeout", time.Minute, "how long an attached spare may take to sync before the attach is given up (and retried)")
 	l.Duration(&c.WatchOpen, "watch-open-alerts", time.Minute, "an alert judged PRIMARY_HEALTHY is re-checked every reconcile pass for this long, or until resolved (-1s: never)")
 }
@@ -253,6 +255,7 @@ func (c RunConfig) Validate(p *config.Problems) {
 	p.Check(c.MaxLag == 0, "max-lag-bytes must be positive, or -1 for no bound")
 	p.Check(c.WatchOpen == 0, "watch-open-alerts must be positive, or negative for never")
 	p.Check(c.SpareAfter == 0, "spare-after must be positive, or negative for never")
+	p.Check(c.Durability == "" || !topology.ValidDurability(c.Durability), "durability %q: want strict or degrade", c.Durability)
 	p.Check(c.MinReplicasToWrite < 1, "min-replicas-to-write must be at least 1, got %d", c.MinReplicasToWrite)
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		p.Addf("listen %q: want host:port", c.Listen)
@@ -277,7 +280,7 @@ func (c RunConfig) Settings() worker.Settings {
 		Window: c.Window, MaxLag: int64(c.MaxLag), ReconcileInterval: c.ReconcileInterval, VerifyTimeout: c.VerifyTimeout,
 		FailoverTimeout: c.FailoverTimeout, ParkGrace: c.ParkGrace, MinReplicasToWrite: c.MinReplicasToWrite,
 		CatchUpTimeout: c.CatchUpTimeout, PauseFor: c.PauseFor, WatchOpen: c.WatchOpen, Park: park,
-		SpareAfter: c.SpareAfter, SpareSyncTimeout: c.SpareSyncTimeout}
+		SpareAfter: c.SpareAfter, SpareSyncTimeout: c.SpareSyncTimeout, Durability: c.Durability}
 }
 
 // RunLoader returns the loader of `lazarus run` bound to c (the README's table).

@@ -21,6 +21,7 @@ type Metrics struct {
 	NoReplica     *prometheus.GaugeVec   // shard
 	SpareAttaches *prometheus.CounterVec // result
 	SparesFree    prometheus.Gauge
+	Degraded      *prometheus.GaugeVec // shard
 }
 
 // MetricHelp lists every metric with its help text, for the README.
@@ -31,9 +32,10 @@ var MetricHelp = [][2]string{
 	{"lazarus_holds_total{reason}", "Held failovers by reason: FLAPPING, COOLDOWN, PAUSED, FLEET_LIMIT."},
 	{"lazarus_decisions_total{decision,reason}", "Every decision by decision (failover, no_action, hold, abort) and reason code."},
 	{"lazarus_lease_held{shard}", "1 while this instance holds the shard's lease."},
-	{"lazarus_reconcile_actions_total{action}", "Corrections by the reconcile loop: demote_rogue_primary, repoint_replica, unfence_primary, verify_later, recover_failover, refused_wipe, repoint_returning_spare."},
+	{"lazarus_reconcile_actions_total{action}", "Corrections by the reconcile loop: demote_rogue_primary, repoint_replica, unfence_primary, verify_later, recover_failover, refused_wipe, repoint_returning_spare, degrade, undegrade."},
 	{"lazarus_shard_without_replica{shard}", "1 while the shard's primary is fine and no replica is in sync (under min-replicas-to-write 1 the shard refuses writes): the standing NO_REPLICA condition, until a replica or a spare is in sync."},
 	{"lazarus_spare_attaches_total{result}", "Spare attaches by result: attached, failed."},
+	{"lazarus_shard_degraded{shard}", "1 while the shard is degraded (durability degrade, no replica in sync): writes are acknowledged by the primary alone."},
 	{"lazarus_spares_free", "Spares in the pool not claimed by an attach, as of the last reconcile pass."},
 }
 
@@ -59,6 +61,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while the shard's primary is fine and no replica is in sync."}, []string{"shard"}),
 		SpareAttaches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lazarus_spare_attaches_total",
 			Help: "Spare attaches by result."}, []string{"result"}),
+		Degraded: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lazarus_shard_degraded",
+			Help: "1 while the shard is degraded (writes acknowledged by the primary alone)."}, []string{"shard"}),
 		SparesFree: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lazarus_spares_free",
 			Help: "Spares in the pool not claimed by an attach."}),
 	}
@@ -66,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.SpareAttaches.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Failovers, m.Phases, m.Steps, m.Holds, m.Decisions, m.LeaseHeld, m.Reconciles, m.NoReplica, m.SpareAttaches, m.SparesFree)
+		reg.MustRegister(m.Failovers, m.Phases, m.Steps, m.Holds, m.Decisions, m.LeaseHeld, m.Reconciles, m.NoReplica, m.SpareAttaches, m.SparesFree, m.Degraded)
 	}
 	return m
 }

@@ -48,6 +48,7 @@ func (w *Worker) spareCheck(ctx context.Context, sh topology.Shard, p decide.Nod
 	}
 	since, down := w.unreachableAt[sh.ID]
 	w.mu.Unlock()
+	w.applyDurability(ctx, sh, p, inSync)
 	if inSync {
 		w.m.NoReplica.WithLabelValues(sh.ID).Set(0)
 		w.clearNoReplica(ctx, sh.ID)
@@ -118,6 +119,89 @@ func (w *Worker) noteSpare(ctx context.Context, sh topology.Shard, out decide.Sp
 		Msg("spare decision: the shard has no replica in sync")
 }
 
+// applyDurability enters or leaves the degraded state of a shard whose policy is
+// degrade: with no replica in sync, the topology first says degraded (clients stop
+// waiting for a replica and report "replicated": false), then the primary's
+// min-replicas-to-write goes to 0; once a replica is in sync, min-replicas-to-write is
+// restored first, then the topology clears degraded. A strict shard found degraded (its
+// policy changed) is restored the same way.
+func (w *Worker) applyDurability(ctx context.Context, sh topology.Shard, p decide.Node, inSync bool) {
+	degrade := sh.Policy(w.set.Durability) == topology.DurabilityDegrade && !inSync
+	switch {
+	case degrade && sh.Degraded && p.MinReplicasToWrite == 0:
+		w.m.Degraded.WithLabelValues(sh.ID).Set(1)
+		return
+	case !degrade && !sh.Degraded:
+		w.m.Degraded.WithLabelValues(sh.ID).Set(0)
+		return
+	}
+	err := w.withLease(ctx, sh.ID, 0, "durability", func(ctx context.Context) error {
+		cur, rev, err := w.topo.Get(ctx, sh.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Epoch != sh.Epoch || cur.Primary != sh.Primary {
+			return nil // moved on: next pass
+		}
+		now := w.now()
+		corr := w.incidentOf(ctx, cur)
+		if degrade {
+			if !cur.Degraded {
+				next := cur
+				next.Degraded, next.DegradedSince = true, now.UTC()
+				next.UpdatedAt, next.UpdatedBy, next.Reason = now.UTC(), "lazarus "+w.owner, "degraded"
+				if _, err := w.topo.Annotate(ctx, cur, rev, next); err != nil {
+					return fmt.Errorf("not degrading: marking the topology: %w", err)
+				}
+				w.publish(ctx, w.event(events.KindTopologyChanged, sh.ID, corr, cur.Epoch,
+					&events.TopologyChanged{Primary: cur.Primary, Replicas: cur.Replicas, Reason: "degraded"}))
+			}
+			if err := w.ops.SetMinReplicas(ctx, cur.Primary, 0); err != nil {
+				return fmt.Errorf("degraded in the topology, but setting min-replicas-to-write 0 on %s failed (retried next pass): %w", cur.Primary, err)
+			}
+			w.m.Degraded.WithLabelValues(sh.ID).Set(1)
+			w.m.Reconciles.WithLabelValues("degrade").Inc()
+			w.log.Error().Str("shard", sh.ID).Uint64("epoch", cur.Epoch).Str("correlation_id", corr).Str("primary", cur.Primary).
+				Msg("shard DEGRADED (durability degrade): no replica in sync, so writes are acknowledged by the primary alone (replicated: false) until one is; a second failure now loses them")
+			return nil
+		}
+		if err := w.ops.SetMinReplicas(ctx, cur.Primary, w.set.MinReplicasToWrite); err != nil {
+			return fmt.Errorf("not leaving degraded: restoring min-replicas-to-write %d on %s: %w", w.set.MinReplicasToWrite, cur.Primary, err)
+		}
+		next := cur
+		lasted := now.Sub(cur.DegradedSince)
+		next.Degraded, next.DegradedSince = false, time.Time{}
+		next.UpdatedAt, next.UpdatedBy, next.Reason = now.UTC(), "lazarus "+w.owner, "replicated"
+		if _, err := w.topo.Annotate(ctx, cur, rev, next); err != nil {
+			return fmt.Errorf("min-replicas-to-write restored, but clearing degraded in the topology failed (retried next pass): %w", err)
+		}
+		w.publish(ctx, w.event(events.KindTopologyChanged, sh.ID, corr, cur.Epoch,
+			&events.TopologyChanged{Primary: cur.Primary, Replicas: cur.Replicas, Reason: "replicated"}))
+		w.m.Degraded.WithLabelValues(sh.ID).Set(0)
+		w.m.Reconciles.WithLabelValues("undegrade").Inc()
+		w.log.Warn().Str("shard", sh.ID).Uint64("epoch", cur.Epoch).Str("correlation_id", corr).Dur("degraded_for", lasted.Round(time.Millisecond)).
+			Int("min_replicas_to_write", w.set.MinReplicasToWrite).Msg("shard no longer degraded: a replica is in sync, writes wait for it again")
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrLeaseHeld) && ctx.Err() == nil {
+		w.log.Error().Err(err).Str("shard", sh.ID).Msg("applying the durability policy failed")
+	}
+}
+
+// incidentOf is the correlation id of the failover that led to the shard's current
+// epoch, or a new one.
+func (w *Worker) incidentOf(ctx context.Context, cur topology.Shard) string {
+	if cur.CorrelationID != "" {
+		return cur.CorrelationID
+	}
+	if recs, err := w.recs.List(ctx, cur.ID); err == nil && len(recs) > 0 {
+		if last := recs[len(recs)-1]; last.ToEpoch == cur.Epoch {
+			return last.CorrelationID
+		}
+	}
+	return events.NewID()
+}
+
 // clearNoReplica removes the shard's NO_REPLICA record once a replica is in sync
 // (once per change, and once after this process starts, for a record a predecessor
 // left).
@@ -156,12 +240,7 @@ func (w *Worker) attachSpare(ctx context.Context, sh topology.Shard, out decide.
 	if cur.Epoch != sh.Epoch || cur.Primary != sh.Primary {
 		return nil // the shard moved on meanwhile: the next pass decides again
 	}
-	corr := events.NewID()
-	if recs, err := w.recs.List(ctx, sh.ID); err == nil && len(recs) > 0 {
-		if last := recs[len(recs)-1]; last.ToEpoch == cur.Epoch && last.NewPrimary == cur.Primary {
-			corr = last.CorrelationID // the aftermath of that failover: one incident
-		}
-	}
+	corr := w.incidentOf(ctx, cur) // the aftermath of the failover that led here: one incident
 	id := events.NewID()
 	started := w.now()
 	log := w.log.With().Str("shard", sh.ID).Uint64("epoch", cur.Epoch).Str("correlation_id", corr).Str("spare", out.Spare).Logger()

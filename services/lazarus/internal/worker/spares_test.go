@@ -193,3 +193,60 @@ func TestReplicaGoneForGoodIsReplacedBySpare(t *testing.T) {
 		t.Fatalf("pool: %+v", pl.Spares)
 	}
 }
+
+// Durability degrade: the replica dies, so the shard is marked degraded in the
+// topology and its primary takes writes alone (min-replicas-to-write 0), NO_REPLICA
+// standing; the replica comes back and syncs, so min-replicas-to-write is restored
+// and degraded cleared.
+func TestDegradePolicyLowersAndRestoresMinReplicas(t *testing.T) {
+	e := newEnv(t, 1)
+	set := testSettings("a")
+	set.Durability, set.SpareAfter, set.MinReplicasToWrite = topology.DurabilityDegrade, -1, 1
+	w := e.worker(set, Hooks{})
+	ctx := context.Background()
+	p := e.shard.Primary.Addr()
+	w.ReconcileOnce(ctx)
+	if sh := e.topo(); sh.Degraded {
+		t.Fatalf("a healthy shard is degraded: %+v", sh)
+	}
+	if err := e.shard.Replicas[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	reconcileUntil(t, w, 10*time.Second, "shard degraded", func() bool { return e.topo().Degraded })
+	c := client(p)
+	defer c.Close()
+	if err := c.Set(ctx, "alone", 1, 0).Err(); err != nil {
+		t.Fatalf("a degraded primary refuses writes: %v", err)
+	}
+	t.Logf("replica kill -9 -> degraded and writable: %s", time.Since(killed).Round(time.Millisecond))
+	if n := testutil.ToFloat64(w.m.Degraded.WithLabelValues(shardID)); n != 1 {
+		t.Fatalf("lazarus_shard_degraded = %v", n)
+	}
+	if r, _ := w.ctl.NoReplica(ctx, shardID); r == nil {
+		t.Fatal("no NO_REPLICA record while degraded")
+	}
+	sh := e.topo()
+	if sh.Epoch != 1 || sh.DegradedSince.IsZero() {
+		t.Fatalf("degrading changed the route or left no time: %+v", sh)
+	}
+	if err := e.shard.Replicas[0].Restart(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	reconcileUntil(t, w, 20*time.Second, "shard replicated again", func() bool { return !e.topo().Degraded })
+	if got, err := c.ConfigGet(ctx, "min-replicas-to-write").Result(); err != nil || got["min-replicas-to-write"] != "1" {
+		t.Fatalf("min-replicas-to-write after the replica came back: %v %v", got, err)
+	}
+	if r, _ := w.ctl.NoReplica(ctx, shardID); r != nil {
+		t.Fatalf("NO_REPLICA still recorded: %+v", r)
+	}
+	var reasons []string
+	for _, ev := range e.pub.all() {
+		if tc, ok := ev.Payload.(*events.TopologyChanged); ok {
+			reasons = append(reasons, tc.Reason)
+		}
+	}
+	if got := strings.Join(reasons, " "); got != "degraded replicated" {
+		t.Fatalf("topology.changed reasons: %s", got)
+	}
+}

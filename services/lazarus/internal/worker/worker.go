@@ -79,6 +79,10 @@ type Settings struct {
 	SpareAfter time.Duration
 	// SpareSyncTimeout bounds the sync of an attached spare (60 s).
 	SpareSyncTimeout time.Duration
+	// Durability is the fleet's default policy for a shard with no replica in sync
+	// (topology.DurabilityStrict, the default, or DurabilityDegrade); a shard's own
+	// entry overrides it.
+	Durability string
 }
 
 func (s *Settings) defaults() {
