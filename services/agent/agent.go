@@ -23,6 +23,9 @@ import (
 // Topology is what the agent needs of the shard map: *topology.Follower has it.
 type Topology interface {
 	Shard(id string) (topology.Shard, error)
+	// ShardOfNode finds the shard that has addr as a node (for an agent without
+	// -shard: it follows its node between shards and the spare pool).
+	ShardOfNode(addr string) (topology.Shard, bool)
 	// Changed returns a channel closed at the next change of the map.
 	Changed() <-chan struct{}
 }
@@ -82,6 +85,9 @@ type state struct {
 	source  string // where primary came from: flag, topology, replica
 	epoch   uint64 // the topology's epoch for the shard (0 without topology)
 	named   bool   // the topology names this replica as the shard's primary
+	// shard is the shard the node belongs to: -shard, or without it the shard whose
+	// topology entry lists the node ("" while the node is a spare or unknown).
+	shard string
 
 	// Memory of the current primary, reset when the primary changes.
 	runID           string    // last run id seen
@@ -150,7 +156,11 @@ func New(o Options) (*Agent, error) {
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
-	log := o.Log.With().Str(logging.FieldShard, cfg.Shard).Str(logging.FieldNode, cfg.Replica).Logger()
+	lc := o.Log.With().Str(logging.FieldNode, cfg.Replica)
+	if cfg.Shard != "" {
+		lc = lc.Str(logging.FieldShard, cfg.Shard)
+	}
+	log := lc.Logger()
 	m := newMetrics(o.Registry)
 	a := &Agent{
 		cfg: cfg, log: log, reg: o.Registry, m: m,
@@ -165,6 +175,7 @@ func New(o Options) (*Agent, error) {
 	a.st.flags = map[events.Flag]bool{}
 	a.st.driftDueP, a.st.driftDueR = true, true
 	a.st.sincePark = cfg.DriftEvery // check the park address in the first probe cycle
+	a.st.shard = cfg.Shard
 	if o.Topology != nil {
 		a.topo.Store(&topoBox{o.Topology})
 	}
@@ -251,9 +262,25 @@ func (a *Agent) resolvePrimary() {
 	var epoch uint64
 	var named bool
 	if tp := a.topology(); tp != nil {
-		sh, err := tp.Shard(a.cfg.Shard)
+		var sh topology.Shard
+		var err error
+		if a.cfg.Shard != "" {
+			sh, err = tp.Shard(a.cfg.Shard)
+		} else {
+			var ok bool
+			if sh, ok = tp.ShardOfNode(a.cfg.Replica); !ok {
+				err = ErrSpare
+			}
+			a.mu.Lock()
+			if a.st.shard != sh.ID {
+				a.log.Info().Str(logging.FieldShard, sh.ID).Str("previous_shard", a.st.shard).Uint64(logging.FieldEpoch, sh.Epoch).
+					Msg("node membership changed (no -shard: following the topology): heartbeats now go to " + orNone(sh.ID))
+				a.st.shard = sh.ID
+			}
+			a.mu.Unlock()
+		}
 		a.mu.Lock()
-		if err != nil && !a.st.unknownLog {
+		if err != nil && !a.st.unknownLog && !errors.Is(err, ErrSpare) {
 			a.log.Warn().Err(err).Msg("shard not in the topology; guarding the primary from -primary or the replica's INFO")
 		}
 		a.st.unknownLog = err != nil
@@ -324,10 +351,20 @@ func (a *Agent) Ready() (bool, string) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.cfg.Shard == "" && a.st.shard == "" {
+		return true, "spare: the node is in no shard of the topology (no heartbeats until lazarus attaches it)"
+	}
 	if a.st.primary == "" {
 		return false, ErrNoPrimary.Error()
 	}
 	return true, "probing"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none (a spare)"
+	}
+	return s
 }
 
 // Frozen reports whether the agent holds its replica parked.

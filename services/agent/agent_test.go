@@ -625,3 +625,36 @@ func TestParkGuardOffWhenParkAddressAnswers(t *testing.T) {
 		t.Fatalf("replica not parked after the guard came back: follows %s", ri.MasterAddr())
 	}
 }
+
+// Without -shard the agent follows its node through the topology: heartbeats go to
+// the shard that lists the node, stop while it is a spare (in no shard), and follow
+// it to another shard.
+func TestAgentWithoutShardFollowsMembership(t *testing.T) {
+	s := redistest.StartShard(t, "member", 1)
+	rep := s.Replicas[0]
+	fill(t, s, 10)
+	f := topology.Static(topology.Map{Shards: []topology.Shard{{ID: "shard-1", Epoch: 1, Primary: s.Primary.Addr(), Replicas: []string{rep.Addr()}}}})
+	h := startAgent(t, testConfig("", rep.Addr(), ""), f)
+	_, i := h.waitBeat(10*time.Second, 0, "heartbeat for shard-1", func(b beat) bool { return b.e.Shard == "shard-1" && b.hb.Primary.OK })
+
+	// Replaced by a spare: the node leaves the shard.
+	f.Apply(topology.Shard{ID: "shard-1", Epoch: 2, Primary: s.Primary.Addr()})
+	redistest.WaitFor(t, 5*time.Second, "agent sees itself a spare", func() bool {
+		ok, why := h.a.Ready()
+		return ok && strings.Contains(why, "spare")
+	})
+	n := len(h.beats())
+	time.Sleep(500 * time.Millisecond)
+	if got := len(h.beats()); got > n+1 { // one may have been in flight
+		t.Fatalf("a spare's agent published %d heartbeats", got-n)
+	}
+	// Attached to another shard.
+	f.Apply(topology.Shard{ID: "shard-2", Epoch: 5, Primary: s.Primary.Addr(), Replicas: []string{rep.Addr()}})
+	b, _ := h.waitBeat(10*time.Second, i, "heartbeat for shard-2", func(b beat) bool { return b.e.Shard == "shard-2" })
+	if b.e.Epoch != 5 || !b.hb.Primary.OK {
+		t.Fatalf("heartbeat after the move: epoch %d, %+v", b.e.Epoch, b.hb.Primary)
+	}
+	if !strings.Contains(h.logs.String(), "node membership changed") {
+		t.Fatal("membership changes not logged")
+	}
+}

@@ -70,7 +70,7 @@ func DefaultConfig() Config {
 // variable).
 func (c *Config) Register(l *config.Loader) {
 	d := DefaultConfig()
-	l.String(&c.Shard, "shard", "", "id of the shard the replica belongs to (required)")
+	l.String(&c.Shard, "shard", "", "id of the shard the replica belongs to (empty: the shard whose topology entry lists -replica, followed as lazarus moves the node between shards and the spare pool; no heartbeats while it is a spare)")
 	l.String(&c.Replica, "replica", "", "host:port of the replica this agent runs beside (required)")
 	l.String(&c.Primary, "primary", "", "host:port of the shard's primary; when set it wins over the topology, so leave it empty where lazarus fails over (default: the topology's primary, else the primary the replica follows)")
 	l.Duration(&c.Interval, "interval", d.Interval, "time between probes")
@@ -98,6 +98,8 @@ func (c *Config) Validate() error {
 	var p config.Problems
 	c.validate(&p)
 	c.Connect.Validate(&p)
+	p.Check(c.Shard == "" && c.Connect.Stream == "" && c.Connect.KV == "" && c.TopologyFile == "",
+		"shard: without -shard (AGENT_SHARD) the agent follows its node in the topology, so it needs one: set -kv or -stream (HEARTLINE_KV, HEARTLINE_STREAM), or -topology-file")
 	return p.Err()
 }
 
@@ -106,7 +108,8 @@ func (c *Config) Validate() error {
 func (c *Config) validate(p *config.Problems) {
 	switch {
 	case c.Shard == "":
-		p.Addf("shard is required (-shard or AGENT_SHARD)")
+		// Membership mode: the shard is the one whose topology entry lists -replica
+		// (none while the node is a spare); checked against the topology at run time.
 	case !events.ValidShardID(c.Shard):
 		p.Addf("shard %q: want 1-64 of A-Z a-z 0-9 _ -", c.Shard)
 	}

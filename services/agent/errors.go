@@ -22,6 +22,9 @@ var (
 	// parked there could resync from it; the agent does not park (wraps
 	// redisinfo.ErrParkAnswers).
 	ErrParkUnsafe = errors.New("park address is not safe")
+	// ErrSpare: without -shard, the node is in no shard of the topology (a spare);
+	// the agent publishes no heartbeats until lazarus attaches it to a shard.
+	ErrSpare = errors.New("the node is in no shard (a spare)")
 	// ErrAlreadyParked: the replica is already parked.
 	ErrAlreadyParked = errors.New("replica already parked")
 	// ErrBadDesired: the declared desired configuration cannot be parsed.

@@ -21,7 +21,7 @@ func (a *Agent) Handler() http.Handler {
 		streamOK, lastOK := a.out.Healthy()
 		a.mu.Lock()
 		body := map[string]any{
-			"ready": ready, "reason": why, "shard": a.cfg.Shard, "replica": a.cfg.Replica,
+			"ready": ready, "reason": why, "shard": a.st.shard, "replica": a.cfg.Replica,
 			"primary": a.st.primary, "primary_source": a.st.source, "epoch": a.st.epoch,
 			"frozen": a.st.frozen, "buffered": a.out.Len(), "stream_ok": streamOK,
 		}

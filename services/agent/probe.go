@@ -503,21 +503,25 @@ func (a *Agent) noteFlags(prev, cur map[events.Flag]bool, drift []events.ConfigD
 
 // emit queues the heartbeat of a probe cycle.
 func (a *Agent) emit(started time.Time, hb *events.Heartbeat) {
+	a.mu.Lock()
+	shard, epoch := a.st.shard, a.st.epoch
+	a.mu.Unlock()
+	if shard == "" {
+		return // a spare: no shard to report on (the guard still runs)
+	}
 	a.seq++
 	a.beats.Store(a.seq)
 	hb.Seq = a.seq
-	e := events.New(events.KindHeartbeat, a.src, a.cfg.Shard, hb)
+	e := events.New(events.KindHeartbeat, a.src, shard, hb)
 	e.Time = started.UTC()
-	a.mu.Lock()
-	e.Epoch = a.st.epoch
-	a.mu.Unlock()
+	e.Epoch = epoch
 	data, err := events.Encode(e)
 	if err != nil {
 		a.log.Error().Err(err).Uint64("seq", hb.Seq).Msg("heartbeat does not encode; not published (a bug)")
 		return
 	}
 	a.m.heartbeatSize.Observe(float64(len(data)))
-	a.out.Add(stream.Message{Key: a.cfg.Shard, ID: e.ID, Data: data})
+	a.out.Add(stream.Message{Key: shard, ID: e.ID, Data: data})
 }
 
 func replicaState(addr string, rp replicaResult, frozen bool) events.ReplicaState {

@@ -87,6 +87,9 @@ func (f *Follower) Map() Map {
 // Shard returns a shard's current entry.
 func (f *Follower) Shard(id string) (Shard, error) { return f.Map().Shard(id) }
 
+// ShardOfNode returns the shard that has addr as a node (false: none, such as a spare).
+func (f *Follower) ShardOfNode(addr string) (Shard, bool) { return f.Map().ShardOfNode(addr) }
+
 // Changed returns a channel that is closed at the next change of the map.
 func (f *Follower) Changed() <-chan struct{} {
 	f.mu.RLock()
@@ -95,7 +98,8 @@ func (f *Follower) Changed() <-chan struct{} {
 }
 
 // Apply installs sh if its epoch is at least the known one (an equal epoch may carry
-// corrected nodes, or a changed durability state: degraded or not). It reports whether the map changed. Followers call it for every
+// corrected nodes, or a changed durability state: degraded or not). It reports
+// whether the map changed. Followers call it for every
 // watched entry; tests and tools may call it directly.
 func (f *Follower) Apply(sh Shard) bool {
 	f.mu.Lock()
