@@ -117,6 +117,12 @@ type Options struct {
 	// Shards (default 3) of a primary and Replicas replicas (default 1) each.
 	Shards   int
 	Replicas int
+	// Spares (default 0) are empty Redis nodes in lazarus's spare pool (added with
+	// `lazarus spares add`), each with an agent beside it.
+	Spares int
+	// Durability sets a shard's durability policy in the seeded topology, by shard id
+	// (strict or degrade; unset: the fleet default, strict).
+	Durability map[string]string
 	// Stream is StreamNATS (default) or StreamKinesis.
 	Stream string
 	// LazarusInstances (default 2) and RatequeueInstances (default 3).
@@ -213,7 +219,10 @@ type Stack struct {
 	log      zerolog.Logger
 	Platform *connect.Platform
 	Shards   []Shard
-	Services []*Service
+	// SpareNodes are the spare Redis nodes as started (they may have been attached to
+	// a shard since: read the topology).
+	SpareNodes []*Node
+	Services   []*Service
 	// Seeded is the topology as seeded.
 	Seeded topology.Map
 
@@ -274,6 +283,14 @@ func (o *Options) defaults() error {
 	}
 	if o.Shards < 1 || o.Shards > 100 {
 		errs = append(errs, fmt.Errorf("Shards %d: want 1 to 100", o.Shards))
+	}
+	if o.Spares < 0 || o.Spares > 10 {
+		errs = append(errs, fmt.Errorf("Spares %d: want 0 to 10", o.Spares))
+	}
+	for id, d := range o.Durability {
+		if d == "" || !topology.ValidDurability(d) {
+			errs = append(errs, fmt.Errorf("Durability of %s %q: want strict or degrade", id, d))
+		}
 	}
 	if o.Replicas < 1 || o.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("Replicas %d: want 1 to 5 (a shard needs a replica to fail over to)", o.Replicas))
@@ -450,6 +467,14 @@ func (s *Stack) startShards(ctx context.Context) error {
 		}
 		s.Shards = append(s.Shards, sh)
 	}
+	for i := 1; i <= s.o.Spares; i++ {
+		cfg := redisproc.Config{Name: fmt.Sprintf("spare-%d", i), Dir: s.path("redis"), Directives: dirs}
+		p, err := redisproc.Start(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("starting %s: %w", cfg.Name, err)
+		}
+		s.SpareNodes = append(s.SpareNodes, &Node{Process: p})
+	}
 	for _, sh := range s.Shards {
 		if err := waitLinked(ctx, sh, time.Minute); err != nil {
 			return err
@@ -493,13 +518,13 @@ func nodeInfo(ctx context.Context, addr string) (redisinfo.Node, error) {
 	return redisinfo.Read(ictx, c)
 }
 
-// Nodes lists every Redis node of the stack.
+// Nodes lists every Redis node of the stack, the spares last.
 func (s *Stack) Nodes() []*Node {
 	var out []*Node
 	for _, sh := range s.Shards {
 		out = append(out, sh.Nodes...)
 	}
-	return out
+	return append(out, s.SpareNodes...)
 }
 
 // AuditDials reads every Redis node's log and returns each master address a node
@@ -529,7 +554,7 @@ func (s *Stack) Node(addr string) *Node {
 func (s *Stack) seed(ctx context.Context) error {
 	var m topology.Map
 	for i, sh := range s.Shards {
-		ts := topology.Shard{ID: sh.ID, Index: i, Epoch: 1, Primary: sh.Nodes[0].Addr()}
+		ts := topology.Shard{ID: sh.ID, Index: i, Epoch: 1, Primary: sh.Nodes[0].Addr(), Durability: s.o.Durability[sh.ID]}
 		for _, n := range sh.Nodes[1:] {
 			ts.Replicas = append(ts.Replicas, n.Addr())
 		}
@@ -551,6 +576,18 @@ func (s *Stack) seed(ctx context.Context) error {
 	}
 	s.Seeded = m
 	s.log.Info().Str("file", file).Msg("topology seeded (lazarus seed), primaries stamped at epoch 1")
+	for _, n := range s.SpareNodes {
+		cmd := exec.CommandContext(sctx, s.o.Bins.Lazarus, "spares", "add", "-addr", n.Addr(), "-by", "localstack", "-stream", s.streamURL, "-kv", s.kvURL,
+			"-data-dir", s.path("data", "seed"), "-log-format", "json")
+		cmd.Env = s.childEnv()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("lazarus spares add %s: %v: %s", n.Addr(), err, tail(string(out), 2000))
+		}
+	}
+	if len(s.SpareNodes) > 0 {
+		s.log.Info().Int("spares", len(s.SpareNodes)).Msg("spare pool filled (lazarus spares add)")
+	}
 	return nil
 }
 
@@ -588,16 +625,17 @@ func (s *Stack) startServices(ctx context.Context) error {
 	}
 	var plans []plan
 	inst := 0
-	for _, sh := range s.Shards {
-		for _, n := range sh.Nodes {
-			inst++
-			sh, n, i := sh, n, inst
-			plans = append(plans, plan{name: Agent, inst: i, node: n.Addr(), bin: s.o.Bins.Agent, args: func(listen string) []string {
-				a := append(common(Agent, i, s.agentStream), "-shard", sh.ID, "-replica", n.Addr(), "-http-listen", listen,
-					"-instance", "agent-"+n.Name(), "-topology-file", s.path("data", fmt.Sprintf("%s-%d", Agent, i), "topology.json"))
-				return append(a, s.o.Settings.Args[Agent]...)
-			}})
-		}
+	// An agent beside every node, spares included. No -shard: each agent follows its
+	// node through the topology (the shard that lists it; none while it is a spare),
+	// because lazarus moves nodes between shards and the spare pool.
+	for _, n := range s.Nodes() {
+		inst++
+		n, i := n, inst
+		plans = append(plans, plan{name: Agent, inst: i, node: n.Addr(), bin: s.o.Bins.Agent, args: func(listen string) []string {
+			a := append(common(Agent, i, s.agentStream), "-replica", n.Addr(), "-http-listen", listen,
+				"-instance", "agent-"+n.Name(), "-topology-file", s.path("data", fmt.Sprintf("%s-%d", Agent, i), "topology.json"))
+			return append(a, s.o.Settings.Args[Agent]...)
+		}})
 	}
 	plans = append(plans, plan{name: Alerter, inst: 1, bin: s.o.Bins.Alerter, args: func(listen string) []string {
 		a := append(common(Alerter, 1, s.streamURL), "-http-listen", listen, "-instance", "alerter-1",

@@ -18,6 +18,7 @@ import (
 	"github.com/heartline/heartline/shared/redisproc"
 	"github.com/heartline/heartline/shared/redistest"
 	"github.com/heartline/heartline/shared/testbin"
+	"github.com/heartline/heartline/shared/topology"
 )
 
 func binaries(t *testing.T) Binaries {
@@ -174,5 +175,58 @@ func TestBadOptions(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}
+	}
+}
+
+// One shard and a spare: the replica's host is gone for good, so lazarus attaches the
+// spare (the shard's replica at epoch 2, the dead node in the pool), and the agent
+// beside the spare, started without -shard, now reports for the shard.
+func TestStackAttachesTheSpareWhenAReplicaIsGone(t *testing.T) {
+	bins := binaries(t)
+	logs := &logging.Buffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	st, err := Start(ctx, Options{Dir: t.TempDir(), Bins: bins, Shards: 1, Replicas: 1, Spares: 1, LazarusInstances: 1, RatequeueInstances: 1,
+		Log: logging.Test(logs)})
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, logs.String())
+	}
+	defer func() { _ = st.Stop() }()
+	if len(st.SpareNodes) != 1 || len(st.ServicesNamed(Agent)) != 3 {
+		t.Fatalf("%d spares, %d agents; want 1 spare and an agent beside each of the 3 nodes", len(st.SpareNodes), len(st.ServicesNamed(Agent)))
+	}
+	spare := st.SpareNodes[0]
+	pool, _, err := topology.Store{KV: st.Platform.KV}.Pool(ctx)
+	if err != nil || pool.Index(spare.Addr()) < 0 {
+		t.Fatalf("pool after start: %+v %v", pool, err)
+	}
+	rep := st.Node(st.Seeded.Shards[0].Replicas[0])
+	if err := rep.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	redistest.WaitFor(t, 60*time.Second, "the spare attached in the topology", func() bool {
+		m, err := st.Topology(ctx)
+		return err == nil && m.Shards[0].Epoch == 2 && len(m.Shards[0].Replicas) == 1 && m.Shards[0].Replicas[0] == spare.Addr()
+	})
+	t.Logf("replica kill -9 -> spare in the topology: %s", time.Since(killed).Round(time.Millisecond))
+	var agent *Service
+	for _, svc := range st.ServicesNamed(Agent) {
+		if svc.Node == spare.Addr() {
+			agent = svc
+		}
+	}
+	redistest.WaitFor(t, 30*time.Second, "the spare's agent reports for shard-1", func() bool {
+		resp, err := http.Get("http://" + agent.HTTP + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == 200 && strings.Contains(string(b), `"shard":"shard-1"`)
+	})
+	pool, _, _ = topology.Store{KV: st.Platform.KV}.Pool(ctx)
+	if pool.Index(rep.Addr()) < 0 || pool.Index(spare.Addr()) >= 0 {
+		t.Fatalf("pool after the attach: %+v", pool.Spares)
 	}
 }

@@ -74,6 +74,7 @@ type Config struct {
 	Backend        string
 	Shards         int
 	Replicas       int
+	Spares         int
 	HealthyTimeout time.Duration
 }
 
@@ -144,6 +145,7 @@ func (c *Config) registerGameday(l *config.Loader) {
 	l.String(&c.Backend, "stream", "nats", "stream of the local topology: nats (embedded NATS with JetStream, NATS KV) or kinesis (kinesalite and dynalite)")
 	l.Int(&c.Shards, "shards", 3, "shards of the local topology")
 	l.Int(&c.Replicas, "replicas", 1, "replicas per shard")
+	l.Int(&c.Spares, "spares", 2, "empty Redis nodes in lazarus's spare pool (a shard that loses a host for good gets one)")
 	l.Duration(&c.RedisRestartDelay, "redis-restart-delay", 3*time.Second, "the modelled supervisor's delay before it starts a dead Redis node again")
 	l.Duration(&c.HealthyTimeout, "healthy-timeout", 3*time.Minute, "how long to wait for every shard to be healthy (and every service ready) before the next experiment")
 	l.Duration(&c.Poll, "poll", 250*time.Millisecond, "how often probes and abort conditions are evaluated")
@@ -157,6 +159,7 @@ func (c *Config) Validate(cmd string) error {
 		p.Check(c.Pack == "", "-pack is required")
 		p.Check(c.Backend != "nats" && c.Backend != "kinesis", "-stream %q: want nats or kinesis", c.Backend)
 		p.Check(c.Shards < 1 || c.Shards > 20, "-shards %d: want 1 to 20", c.Shards)
+		p.Check(c.Spares < 0 || c.Spares > 10, "-spares %d: want 0 to 10", c.Spares)
 		p.Check(c.Replicas < 1 || c.Replicas > 5, "-replicas %d: want 1 to 5", c.Replicas)
 		p.Check(c.RedisRestartDelay <= 0, "-redis-restart-delay must be positive (the pack relies on the supervisor)")
 		p.Positive("-healthy-timeout", c.HealthyTimeout)

@@ -55,6 +55,8 @@ type Options struct {
 	Stream   string
 	Shards   int
 	Replicas int
+	// Spares in the spare pool (localstack.Options.Spares).
+	Spares int
 	// RedisRestartDelay is the modelled supervisor's delay (default 3 s).
 	RedisRestartDelay time.Duration
 	// HealthyTimeout bounds the wait for a healthy stack between experiments
@@ -174,7 +176,7 @@ func Run(ctx context.Context, o Options, pack []Entry) (*Summary, error) {
 	say("starting the local topology (%s; %d shards of a primary and %d replica(s); logs in %s)", o.Stream, o.Shards, o.Replicas, filepath.Join(out, "stack", "logs"))
 	begun := time.Now()
 	st, err := localstack.Start(stackCtx, localstack.Options{Dir: filepath.Join(out, "stack"), Bins: localstack.BinariesIn(o.BinDir),
-		Shards: o.Shards, Replicas: o.Replicas, Stream: o.Stream, Log: log,
+		Shards: o.Shards, Replicas: o.Replicas, Spares: o.Spares, Stream: o.Stream, Log: log,
 		Link: func(from, to, upstream string) (string, error) { return links.Add(from, to, "", "", upstream) }})
 	if err != nil {
 		return nil, fmt.Errorf("starting the local topology: %w", err)
@@ -185,7 +187,7 @@ func Run(ctx context.Context, o Options, pack []Entry) (*Summary, error) {
 		}
 		_ = os.RemoveAll(filepath.Join(out, "stack", "data")) // JetStream files and service state: not evidence
 	}()
-	say("topology ready in %s: %d Redis nodes, %d service processes", time.Since(begun).Round(100*time.Millisecond), len(st.Nodes()), len(st.Services))
+	say("topology ready in %s: %d Redis nodes (%d of them spares), %d service processes", time.Since(begun).Round(100*time.Millisecond), len(st.Nodes()), len(st.SpareNodes), len(st.Services))
 
 	drv := local.New(local.Options{RedisRestartDelay: o.RedisRestartDelay, Log: log})
 	for _, n := range st.Nodes() {
