@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heartline/heartline/services/lazarus/internal/failbench"
+	"github.com/heartline/heartline/services/lazarus/internal/worker"
 	"github.com/heartline/heartline/shared/config"
 	"github.com/heartline/heartline/shared/logging"
 	"github.com/heartline/heartline/shared/testbin"
@@ -39,6 +40,10 @@ type Config struct {
 	LogLevel     string
 	SentinelRuns int
 	DownAfter    time.Duration
+	HostGone     bool
+	Spares       int
+	Durability   string
+	SpareAfter   time.Duration
 }
 
 // Validate reports every problem.
@@ -50,6 +55,9 @@ func (c Config) Validate() error {
 	p.Check(c.EnqueueRate <= 0, "-enqueue-rate must be positive")
 	p.Check(c.SentinelRuns < 0, "-sentinel-runs must be >= 0")
 	p.Positive("-sentinel-down-after", c.DownAfter)
+	p.Check(c.Durability != "strict" && c.Durability != "degrade", "-durability %q: want strict or degrade", c.Durability)
+	p.Check(c.Spares < 0, "-spares must be >= 0")
+	p.Positive("-spare-after", c.SpareAfter)
 	return p.Err()
 }
 
@@ -83,6 +91,10 @@ func run() error {
 	l.String(&c.LogLevel, "log-level", "warn", "lazarus's log level (logs go to stderr)")
 	l.Int(&c.SentinelRuns, "sentinel-runs", 5, "also measure Redis Sentinel this many times in the same run, for the ratio (0: skip)")
 	l.Duration(&c.DownAfter, "sentinel-down-after", time.Second, "Sentinel's down-after-milliseconds")
+	l.Bool(&c.HostGone, "host-gone", false, "the killed primary stays down until the shard has a replica in sync again (a spare attached); Sentinel's killed node stays down 10 s")
+	l.Int(&c.Spares, "spares", 1, "spare nodes in lazarus's pool with -host-gone")
+	l.String(&c.Durability, "durability", "strict", "lazarus's durability policy: strict or degrade")
+	l.Duration(&c.SpareAfter, "spare-after", 2*time.Second, "lazarus's -spare-after")
 	if err := l.Parse(os.Args[1:], os.Getenv); err != nil {
 		return err
 	}
@@ -117,11 +129,12 @@ func run() error {
 	defer stop()
 	res, err := failbench.Execute(ctx, failbench.Options{Runs: c.Runs, Replicas: c.Replicas, Period: c.Period, Pipeline: c.Pipeline,
 		RatequeueBin: c.Ratequeue, AgentBin: c.Agent, AlerterBin: c.Alerter, EnqueueRate: c.EnqueueRate, WorkDir: c.WorkDir,
+		HostGone: c.HostGone, Spares: c.Spares, Settings: worker.Settings{Durability: c.Durability, SpareAfter: c.SpareAfter},
 		Log: log, Progress: os.Stderr})
 	table := res.Table()
 	if err == nil && c.SentinelRuns > 0 {
 		fmt.Fprintln(os.Stderr, "measuring Redis Sentinel for comparison...")
-		sres, serr := failbench.Sentinel(ctx, failbench.SentinelOptions{Runs: c.SentinelRuns, Replicas: c.Replicas, DownAfter: c.DownAfter, WorkDir: c.WorkDir})
+		sres, serr := failbench.Sentinel(ctx, failbench.SentinelOptions{Runs: c.SentinelRuns, Replicas: c.Replicas, DownAfter: c.DownAfter, WorkDir: c.WorkDir, HostGone: c.HostGone})
 		if serr != nil {
 			fmt.Fprintln(os.Stderr, "sentinel comparison failed:", serr)
 		} else {

@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/heartline/heartline/services/lazarus/internal/decide"
 	"github.com/heartline/heartline/services/lazarus/internal/redisops"
 	"github.com/heartline/heartline/services/lazarus/internal/worker"
 	"github.com/heartline/heartline/shared/connect"
@@ -45,7 +46,12 @@ type Options struct {
 	// Period between kills (default 6 s); the load runs for Runs*Period plus a lead.
 	Period time.Duration
 	// Pipeline uses the agent and alerter binaries instead of the synthetic detector.
-	Pipeline     bool
+	Pipeline bool
+	// HostGone: the killed primary stays down until lazarus has attached a spare from
+	// the pool (Spares nodes, default 1) to the shard; only then is it started again
+	// (empty), joining the pool as the next run's spare. Measures a host lost for good.
+	HostGone     bool
+	Spares       int
 	AgentBin     string
 	AlerterBin   string
 	RatequeueBin string // required
@@ -123,6 +129,9 @@ func Execute(ctx context.Context, o Options) (Result, error) {
 	}
 	if o.Settings.Instance == "" {
 		o.Settings.Instance = "failbench-lazarus"
+	}
+	if o.HostGone && o.Spares <= 0 {
+		o.Spares = 1
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -241,6 +250,18 @@ func (b *bench) startShard(ctx context.Context) error {
 	if _, err := b.store.Seed(ctx, topology.Map{Shards: []topology.Shard{sh}}); err != nil {
 		return err
 	}
+	for i := 0; i < b.o.Spares; i++ {
+		s, err := redisproc.Start(ctx, redisproc.Config{Name: fmt.Sprintf("spare%d", i+1), Dir: dir, Directives: dirs})
+		if err != nil {
+			return err
+		}
+		b.nodes[s.Addr()] = s
+		if _, err := b.store.UpdatePool(ctx, func(p *topology.Pool) error {
+			return p.Add(topology.Spare{Addr: s.Addr(), Added: time.Now().UTC(), AddedBy: "failbench"})
+		}); err != nil {
+			return err
+		}
+	}
 	return redisops.Ops{}.StampEpoch(ctx, sh.Primary, 1)
 }
 
@@ -319,8 +340,37 @@ func (b *bench) runOnce(ctx context.Context, n int, at time.Time) Run {
 			r.Detected, r.Alerted, r.Decided, r.Promoted, r.Routed = f.Phases.Detected, f.Phases.Alerted, f.Phases.Decided, f.Phases.Promoted, f.Phases.Routed
 		}
 	}
+	if b.o.HostGone {
+		// The host stays gone until the shard has a replica in sync again without it:
+		// the spare in the topology (epoch +2: failover, then the attach), or another
+		// replica (a shard of more than one replica needs no spare). Then the node
+		// comes back empty and joins the pool.
+		deadline := time.Now().Add(30 * time.Second)
+		ops := redisops.Ops{CheckTimeout: 500 * time.Millisecond}
+		for {
+			cur, _, err := b.store.Get(ctx, ShardID)
+			if err == nil && cur.Epoch >= sh.Epoch+2 {
+				break
+			}
+			if err == nil && cur.Epoch > sh.Epoch {
+				nodes := ops.CheckAll(ctx, cur.Nodes())
+				synced := false
+				for _, n := range nodes[1:] {
+					synced = synced || (n.Addr != sh.Primary && decide.InSync(n, nodes[0]))
+				}
+				if synced {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				r.Err = "no spare attached within 30 s of the kill"
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	// The old node restarts empty, as with persistence off and an automatic restart;
-	// lazarus's reconcile loop rejoins it as a replica.
+	// lazarus's reconcile loop rejoins it as a replica (with HostGone: a spare).
 	if err := node.Restart(ctx, true); err != nil {
 		r.Err = "restart: " + err.Error()
 	}

@@ -58,3 +58,26 @@ func tail(s string) string {
 	}
 	return s
 }
+
+// The host of a 1+1 shard's primary is gone for good: lazarus fails over, attaches the
+// spare, and writes are acknowledged again (by the spare) without the dead host; the
+// dead node comes back only afterwards, as the next run's spare. Nothing acknowledged
+// is lost.
+func TestHostGoneSpareRestoresAcknowledgedWrites(t *testing.T) {
+	bin := testbin.Build(t, "ratequeue")
+	logs := &logging.Buffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Execute(ctx, Options{Runs: 2, Replicas: 1, HostGone: true, Period: 6 * time.Second, RatequeueBin: bin, WorkDir: t.TempDir(),
+		EnqueueRate: 150, Log: logging.Test(logs).Level(1), Progress: tlog{t}})
+	t.Log("\n" + res.Table())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, tail(logs.String()))
+	}
+	if !res.CheckOK {
+		t.Fatalf("ratequeue check failed:\n%s\nload:\n%s", res.CheckOut, res.LoadOut)
+	}
+	if _, _, n := res.Median(); n != 2 {
+		t.Fatalf("%d complete runs:\n%s\n%s", n, res.Table(), tail(logs.String()))
+	}
+}

@@ -27,6 +27,10 @@ type SentinelOptions struct {
 	DownAfter time.Duration
 	Period    time.Duration
 	WorkDir   string
+	// HostGone: the killed primary stays down for Window (default 10 s) before it is
+	// started again (empty); with one replica Sentinel then has no replica to WAIT for.
+	HostGone bool
+	Window   time.Duration
 }
 
 // SentinelRun is one measured Sentinel failover.
@@ -34,7 +38,10 @@ type SentinelRun struct {
 	N        int
 	Kill     time.Time
 	FirstAck time.Time
-	Err      string
+	// FirstWrite is the first SET the new primary accepted after the kill, whether or
+	// not a replica acknowledged it (WAIT 0): an acknowledgement on one node only.
+	FirstWrite time.Time
+	Err        string
 }
 
 // Total is kill -9 to the first acknowledged write after it.
@@ -81,6 +88,9 @@ func Sentinel(ctx context.Context, o SentinelOptions) (SentinelResult, error) {
 	}
 	if o.Period <= 0 {
 		o.Period = 8 * time.Second
+	}
+	if o.Window <= 0 {
+		o.Window = 10 * time.Second
 	}
 	var res SentinelResult
 	dir := filepath.Join(o.WorkDir, "sentinel-shard")
@@ -141,7 +151,7 @@ func Sentinel(ctx context.Context, o SentinelOptions) (SentinelResult, error) {
 		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, ContextTimeoutEnabled: true, MaxRetries: -1, PoolSize: 32})
 	defer fc.Close()
 	var mu sync.Mutex
-	var acks []time.Time
+	var acks, writes []time.Time
 	var n atomic.Int64
 	wctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -154,6 +164,9 @@ func Sentinel(ctx context.Context, o SentinelOptions) (SentinelResult, error) {
 				err := fc.Set(wctx, k, i, 0).Err()
 				var got int64
 				if err == nil {
+					mu.Lock()
+					writes = append(writes, time.Now())
+					mu.Unlock()
 					got, err = fc.Wait(wctx, 1, 500*time.Millisecond).Result()
 				}
 				if err == nil && got >= 1 {
@@ -196,19 +209,30 @@ func Sentinel(ctx context.Context, o SentinelOptions) (SentinelResult, error) {
 			continue
 		}
 		deadline := time.Now().Add(o.Period + 20*time.Second)
-		for r.FirstAck.IsZero() && time.Now().Before(deadline) {
+		if o.HostGone {
+			deadline = time.Now().Add(o.Window)
+		}
+		for (r.FirstAck.IsZero() || (o.HostGone && time.Now().Before(deadline))) && time.Now().Before(deadline) {
 			mu.Lock()
 			for _, a := range acks {
 				if a.After(r.Kill) && (r.FirstAck.IsZero() || a.Before(r.FirstAck)) {
 					r.FirstAck = a
 				}
 			}
-			acks = acks[:0]
+			for _, a := range writes {
+				if a.After(r.Kill) && (r.FirstWrite.IsZero() || a.Before(r.FirstWrite)) {
+					r.FirstWrite = a
+				}
+			}
+			acks, writes = acks[:0], writes[:0]
 			mu.Unlock()
 			time.Sleep(20 * time.Millisecond)
 		}
 		if r.FirstAck.IsZero() {
 			r.Err = "no acknowledged write after the kill"
+			if o.HostGone {
+				r.Err = fmt.Sprintf("no write acknowledged by a replica within %s of the kill (the host is gone: no replica left)", o.Window)
+			}
 		}
 		// The old primary comes back (empty): Sentinel turns it into a replica.
 		if err := node.Restart(ctx, true); err != nil {
@@ -228,7 +252,20 @@ func Compare(h Result, s SentinelResult, downAfter time.Duration) string {
 	st, sn := s.Median()
 	fmt.Fprintf(&b, "| system | median kill -9 → first acknowledged write on the new primary | runs |\n| --- | --- | --- |\n")
 	fmt.Fprintf(&b, "| Heartline (lazarus, %s) | %s | %d |\n", h.Detection, fmtDur(ht), hn)
-	fmt.Fprintf(&b, "| Redis Sentinel (3 sentinels, quorum 2, down-after %s, go-redis failover client) | %s | %d |\n", downAfter, fmtDur(st), sn)
+	sentinel := fmtDur(st)
+	if sn == 0 {
+		sentinel = "never (no write acknowledged by a replica)"
+	}
+	fmt.Fprintf(&b, "| Redis Sentinel (3 sentinels, quorum 2, down-after %s, go-redis failover client) | %s | %d |\n", downAfter, sentinel, sn)
+	var one []time.Duration
+	for _, r := range s.Runs {
+		if !r.FirstWrite.IsZero() {
+			one = append(one, r.FirstWrite.Sub(r.Kill))
+		}
+	}
+	if len(one) > 0 && sn < len(s.Runs) {
+		fmt.Fprintf(&b, "| Redis Sentinel, first SET accepted on one node only (WAIT 1 saw no replica; lost if that node fails next) | %s | %d |\n", fmtDur(median(one)), len(one))
+	}
 	if ht > 0 && st > 0 {
 		fmt.Fprintf(&b, "\nSentinel / Heartline: %.1fx\n", float64(st)/float64(ht))
 	}
