@@ -5,7 +5,6 @@ import (
 	"net"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/heartline/heartline/shared/connect"
 	"github.com/heartline/heartline/shared/events"
 	"github.com/heartline/heartline/shared/redisinfo"
+	"github.com/heartline/heartline/shared/topology"
 )
 
 // Config is the agent's whole configuration.
@@ -115,11 +115,11 @@ func (c *Config) validate(p *config.Problems) {
 	}
 	if c.Replica == "" {
 		p.Addf("replica is required (-replica host:port or AGENT_REPLICA)")
-	} else if err := checkAddr(c.Replica); err != nil {
+	} else if err := topology.CheckAddr(c.Replica); err != nil {
 		p.Addf("replica %q: %v", c.Replica, err)
 	}
 	if c.Primary != "" {
-		if err := checkAddr(c.Primary); err != nil {
+		if err := topology.CheckAddr(c.Primary); err != nil {
 			p.Addf("primary %q: %v", c.Primary, err)
 		} else if c.Primary == c.Replica {
 			p.Addf("primary and replica are the same address %s", c.Primary)
@@ -164,21 +164,6 @@ func (c *Config) InstanceName() string {
 		return c.Instance
 	}
 	return "agent-" + c.Replica
-}
-
-func checkAddr(a string) error {
-	host, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return fmt.Errorf("want host:port: %v", err)
-	}
-	if host == "" {
-		return fmt.Errorf("want host:port: empty host")
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("want host:port: port %q is not 1-65535", port)
-	}
-	return nil
 }
 
 // desiredParam is one declared configuration parameter.

@@ -72,7 +72,7 @@ func (p *Pool) Remove(addr string) error {
 
 // Add puts s in the pool (ErrSpareExists when its address is there already).
 func (p *Pool) Add(s Spare) error {
-	if err := checkNodeAddr(s.Addr); err != nil {
+	if err := CheckAddr(s.Addr); err != nil {
 		return fmt.Errorf("%w: spare %q: %v", ErrInvalid, s.Addr, err)
 	}
 	if p.Index(s.Addr) >= 0 {
@@ -89,7 +89,7 @@ func (p Pool) Validate(m Map) error {
 	var problems []string
 	seen := map[string]bool{}
 	for i, s := range p.Spares {
-		if err := checkNodeAddr(s.Addr); err != nil {
+		if err := CheckAddr(s.Addr); err != nil {
 			problems = append(problems, fmt.Sprintf("spares[%d] %q: %v", i, s.Addr, err))
 		}
 		if seen[s.Addr] {
@@ -106,7 +106,8 @@ func (p Pool) Validate(m Map) error {
 	return nil
 }
 
-func checkNodeAddr(a string) error {
+// CheckAddr checks a node address: host:port with a host and a port of 1-65535.
+func CheckAddr(a string) error {
 	h, port, err := net.SplitHostPort(a)
 	if err != nil {
 		return fmt.Errorf("want host:port: %v", err)

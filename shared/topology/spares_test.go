@@ -121,3 +121,30 @@ func TestAnnotateChangesOnlyAnnotations(t *testing.T) {
 		t.Fatalf("Validate of a bad durability: %v", err)
 	}
 }
+
+// FuzzPool: whatever the kv store holds under "spares" decodes to an error or to a pool
+// whose checks and updates do not panic.
+func FuzzPool(f *testing.F) {
+	for _, s := range []string{`{"spares":[{"addr":"127.0.0.1:7100","from":"shard-1","claimed":"shard-2"}]}`, `{}`, `[]`, `{"spares":[{"addr":""}]}`, `nul`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ctx := context.Background()
+		s := Store{KV: memkv.New()}
+		if _, err := s.KV.Put(ctx, SparesKey, b); err != nil {
+			return
+		}
+		p, _, err := s.Pool(ctx)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("undecodable pool: %v is not ErrInvalid", err)
+			}
+			return
+		}
+		_ = p.Validate(Map{Shards: []Shard{{ID: "s", Epoch: 1, Primary: "127.0.0.1:7000"}}})
+		for _, sp := range p.Spares {
+			_ = p.Index(sp.Addr)
+		}
+		_, _ = s.UpdatePool(ctx, func(p *Pool) error { return p.Add(Spare{Addr: "127.0.0.1:7999"}) })
+	})
+}

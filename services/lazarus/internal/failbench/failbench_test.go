@@ -31,32 +31,10 @@ func (w tlog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p)
 // source: `ratequeue check` finds zero acknowledged messages lost, and every run has a
 // first acknowledged write on the new primary.
 func TestKillUnderRatequeueLoadLosesNothing(t *testing.T) {
-	bin := testbin.Build(t, "ratequeue")
-	logs := &logging.Buffer{}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	res, err := Execute(ctx, Options{Runs: 2, Period: 5 * time.Second, RatequeueBin: bin, WorkDir: t.TempDir(), EnqueueRate: 150,
-		Log: logging.Test(logs).Level(1), Progress: tlog{t}})
-	t.Log("\n" + res.Table())
-	if err != nil {
-		t.Fatalf("%v\n%s", err, tail(logs.String()))
-	}
-	if !res.CheckOK {
-		t.Fatalf("ratequeue check failed:\n%s\nload:\n%s", res.CheckOut, res.LoadOut)
-	}
-	if _, _, n := res.Median(); n != 2 {
-		t.Fatalf("%d complete runs:\n%s\n%s", n, res.Table(), tail(logs.String()))
-	}
+	res := execute(t, Options{Runs: 2, Period: 5 * time.Second, EnqueueRate: 150})
 	if res.Acked < 100 {
 		t.Fatalf("only %d enqueues acknowledged", res.Acked)
 	}
-}
-
-func tail(s string) string {
-	if len(s) > 8000 {
-		return s[len(s)-8000:]
-	}
-	return s
 }
 
 // The host of a 1+1 shard's primary is gone for good: lazarus fails over, attaches the
@@ -64,12 +42,19 @@ func tail(s string) string {
 // dead node comes back only afterwards, as the next run's spare. Nothing acknowledged
 // is lost.
 func TestHostGoneSpareRestoresAcknowledgedWrites(t *testing.T) {
-	bin := testbin.Build(t, "ratequeue")
+	execute(t, Options{Runs: 2, Replicas: 1, HostGone: true, Period: 6 * time.Second, EnqueueRate: 150})
+}
+
+// execute runs the benchmark with the ratequeue binary and a temporary work dir, and
+// fails the test unless every run completed and ratequeue check found nothing lost.
+func execute(t *testing.T, o Options) Result {
+	t.Helper()
+	o.RatequeueBin, o.WorkDir = testbin.Build(t, "ratequeue"), t.TempDir()
 	logs := &logging.Buffer{}
+	o.Log, o.Progress = logging.Test(logs).Level(1), tlog{t}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := Execute(ctx, Options{Runs: 2, Replicas: 1, HostGone: true, Period: 6 * time.Second, RatequeueBin: bin, WorkDir: t.TempDir(),
-		EnqueueRate: 150, Log: logging.Test(logs).Level(1), Progress: tlog{t}})
+	res, err := Execute(ctx, o)
 	t.Log("\n" + res.Table())
 	if err != nil {
 		t.Fatalf("%v\n%s", err, tail(logs.String()))
@@ -77,7 +62,15 @@ func TestHostGoneSpareRestoresAcknowledgedWrites(t *testing.T) {
 	if !res.CheckOK {
 		t.Fatalf("ratequeue check failed:\n%s\nload:\n%s", res.CheckOut, res.LoadOut)
 	}
-	if _, _, n := res.Median(); n != 2 {
-		t.Fatalf("%d complete runs:\n%s\n%s", n, res.Table(), tail(logs.String()))
+	if _, _, n := res.Median(); n != o.Runs {
+		t.Fatalf("%d complete runs of %d:\n%s\n%s", n, o.Runs, res.Table(), tail(logs.String()))
 	}
+	return res
+}
+
+func tail(s string) string {
+	if len(s) > 8000 {
+		return s[len(s)-8000:]
+	}
+	return s
 }

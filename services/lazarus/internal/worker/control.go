@@ -98,18 +98,23 @@ func (c Control) ClearHold(ctx context.Context, shard string) error {
 
 // Hold returns the shard's hold record, or nil.
 func (c Control) Hold(ctx context.Context, shard string) (*HoldRecord, error) {
-	e, err := c.KV.Get(ctx, HoldKey(shard))
+	return readRecord[HoldRecord](ctx, c.KV, HoldKey(shard), "hold record of "+shard)
+}
+
+// readRecord reads the JSON record at key: nil when there is none.
+func readRecord[T any](ctx context.Context, s kv.Store, key, what string) (*T, error) {
+	e, err := s.Get(ctx, key)
 	if errors.Is(err, kv.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var h HoldRecord
-	if err := json.Unmarshal(e.Value, &h); err != nil {
-		return nil, fmt.Errorf("hold record of %s: %w", shard, err)
+	var v T
+	if err := json.Unmarshal(e.Value, &v); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	return &h, nil
+	return &v, nil
 }
 
 // NoReplicaKey is the kv key of a shard's standing NO_REPLICA condition.
@@ -146,16 +151,5 @@ func (c Control) ClearNoReplica(ctx context.Context, shard string) error {
 
 // NoReplica returns the shard's NO_REPLICA record, or nil.
 func (c Control) NoReplica(ctx context.Context, shard string) (*NoReplicaRecord, error) {
-	e, err := c.KV.Get(ctx, NoReplicaKey(shard))
-	if errors.Is(err, kv.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var r NoReplicaRecord
-	if err := json.Unmarshal(e.Value, &r); err != nil {
-		return nil, fmt.Errorf("no-replica record of %s: %w", shard, err)
-	}
-	return &r, nil
+	return readRecord[NoReplicaRecord](ctx, c.KV, NoReplicaKey(shard), "no-replica record of "+shard)
 }
