@@ -698,6 +698,9 @@ func WriteStatus(w io.Writer, st Status, now time.Time) {
 		if s.NoReplica != nil {
 			hold = strings.TrimPrefix(hold+" NO_REPLICA", "- ")
 		}
+		if s.Shard.Degraded {
+			hold = strings.TrimPrefix(hold+" DEGRADED", "- ")
+		}
 		last := "-"
 		if r := s.Last; r != nil {
 			last = fmt.Sprintf("%s %s %s %s e%d->%d loss %s", r.Finished.UTC().Format("2006-01-02T15:04:05Z"), r.Outcome, r.Reason,
@@ -722,8 +725,12 @@ func WriteStatus(w io.Writer, st Status, now time.Time) {
 			fmt.Fprintf(w, "\n%s: paused by %s at %s: %s (lazarus resume --shard %s)\n", s.Shard.ID, s.Paused.By, s.Paused.At.Format(time.RFC3339), s.Paused.Reason, s.Shard.ID)
 		}
 		if n := s.NoReplica; n != nil {
-			fmt.Fprintf(w, "\n%s: NO_REPLICA for %s (since %s): no replica in sync, the shard refuses writes; %s: %s\n", s.Shard.ID,
-				now.Sub(n.Since).Round(time.Second), n.Since.Format(time.RFC3339), n.Decision, n.Detail)
+			what := "the shard refuses writes"
+			if s.Shard.Degraded {
+				what = fmt.Sprintf("DEGRADED since %s: writes are acknowledged by the primary alone (replicated: false)", s.Shard.DegradedSince.Format(time.RFC3339))
+			}
+			fmt.Fprintf(w, "\n%s: NO_REPLICA for %s (since %s): no replica in sync, %s; %s: %s\n", s.Shard.ID,
+				now.Sub(n.Since).Round(time.Second), n.Since.Format(time.RFC3339), what, n.Decision, n.Detail)
 		}
 		if r := s.Last; r != nil && r.State == worker.StateCompleted && !r.Verified {
 			fmt.Fprintf(w, "\n%s: last failover not verified yet: %s\n", s.Shard.ID, r.Degraded)

@@ -63,8 +63,20 @@ func TestSparesCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = f.run(t, "status")
-	if err != nil || !strings.Contains(out, "shard-1: NO_REPLICA for 4") || !strings.Contains(out, "NO_SPARE: no usable spare") {
+	if err != nil || !strings.Contains(out, "shard-1: NO_REPLICA for 4") || !strings.Contains(out, "NO_SPARE: no usable spare") ||
+		!strings.Contains(out, "the shard refuses writes") {
 		t.Fatalf("status lacks NO_REPLICA: %v\n%s", err, out)
+	}
+	st := topology.Store{KV: f.kv}
+	cur, rev, _ := st.Get(context.Background(), "shard-1")
+	next := cur
+	next.Degraded, next.DegradedSince = true, since
+	if _, err := st.Annotate(context.Background(), cur, rev, next); err != nil {
+		t.Fatal(err)
+	}
+	out, err = f.run(t, "status")
+	if err != nil || !strings.Contains(out, "NO_REPLICA DEGRADED") || !strings.Contains(out, "replicated: false") {
+		t.Fatalf("status lacks DEGRADED: %v\n%s", err, out)
 	}
 	if out, err := f.run(t, "spares", "remove", "-addr", empty.Addr()); err != nil || !strings.Contains(out, "removed") {
 		t.Fatalf("remove: %v %s", err, out)
