@@ -149,7 +149,7 @@ func TestGamedayKillPrimaryThroughTheBinary(t *testing.T) {
 			parkDials += d.Count
 		}
 	}
-	if !sum.Network.Clean() || sum.Network.Nodes != 4 || parkDials == 0 {
+	if !sum.Network.Clean() || sum.Network.Nodes != 6 || parkDials == 0 { // 2 shards of 2 nodes and the 2 spares
 		t.Fatalf("network audit: %+v (a killed primary's replica must have been parked on loopback)", sum.Network)
 	}
 	r := sum.Experiments[0]
