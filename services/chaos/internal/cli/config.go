@@ -13,6 +13,7 @@ import (
 	"github.com/heartline/heartline/services/chaos/internal/target"
 	"github.com/heartline/heartline/shared/config"
 	"github.com/heartline/heartline/shared/connect"
+	"github.com/heartline/heartline/shared/events"
 )
 
 // ErrUsage: bad command line (exit code 2).
@@ -75,6 +76,7 @@ type Config struct {
 	Shards         int
 	Replicas       int
 	Spares         int
+	Degrade        []string
 	HealthyTimeout time.Duration
 }
 
@@ -145,6 +147,7 @@ func (c *Config) registerGameday(l *config.Loader) {
 	l.String(&c.Backend, "stream", "nats", "stream of the local topology: nats (embedded NATS with JetStream, NATS KV) or kinesis (kinesalite and dynalite)")
 	l.Int(&c.Shards, "shards", 3, "shards of the local topology")
 	l.Int(&c.Replicas, "replicas", 1, "replicas per shard")
+	l.List(&c.Degrade, "degrade", []string{"shard-3"}, "shards of the local topology whose durability policy is degrade, the others strict (default shard-3: the pack's degrade experiment attacks it)")
 	l.Int(&c.Spares, "spares", 2, "empty Redis nodes in lazarus's spare pool (a shard that loses a host for good gets one)")
 	l.Duration(&c.RedisRestartDelay, "redis-restart-delay", 3*time.Second, "the modelled supervisor's delay before it starts a dead Redis node again")
 	l.Duration(&c.HealthyTimeout, "healthy-timeout", 3*time.Minute, "how long to wait for every shard to be healthy (and every service ready) before the next experiment")
@@ -160,6 +163,9 @@ func (c *Config) Validate(cmd string) error {
 		p.Check(c.Backend != "nats" && c.Backend != "kinesis", "-stream %q: want nats or kinesis", c.Backend)
 		p.Check(c.Shards < 1 || c.Shards > 20, "-shards %d: want 1 to 20", c.Shards)
 		p.Check(c.Spares < 0 || c.Spares > 10, "-spares %d: want 0 to 10", c.Spares)
+		for _, id := range c.Degrade {
+			p.Check(!events.ValidShardID(id), "-degrade: shard id %q: want 1-64 of A-Z a-z 0-9 _ -", id)
+		}
 		p.Check(c.Replicas < 1 || c.Replicas > 5, "-replicas %d: want 1 to 5", c.Replicas)
 		p.Check(c.RedisRestartDelay <= 0, "-redis-restart-delay must be positive (the pack relies on the supervisor)")
 		p.Positive("-healthy-timeout", c.HealthyTimeout)

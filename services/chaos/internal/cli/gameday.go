@@ -45,7 +45,7 @@ func runGameday(ctx context.Context, c Config, extra, args []string, env Env) er
 		return &ExitError{2, err}
 	}
 	fmt.Fprintf(env.Stdout, "chaos gameday: %d experiment(s) over %s; reports in %s (log: %s)\n", len(pack), c.Backend, out, logPath)
-	_, err = gameday.Run(ctx, gameday.Options{BinDir: c.BinDir, Out: out, Stream: c.Backend, Shards: c.Shards, Replicas: c.Replicas, Spares: c.Spares,
+	_, err = gameday.Run(ctx, gameday.Options{BinDir: c.BinDir, Out: out, Stream: c.Backend, Shards: c.Shards, Replicas: c.Replicas, Spares: c.Spares, Degrade: c.Degrade,
 		RedisRestartDelay: c.RedisRestartDelay, HealthyTimeout: c.HealthyTimeout, Poll: c.Poll,
 		Command: "chaos gameday " + strings.Join(args, " "), Log: log, Stdout: env.Stdout}, pack)
 	switch {

@@ -57,6 +57,9 @@ type Options struct {
 	Replicas int
 	// Spares in the spare pool (localstack.Options.Spares).
 	Spares int
+	// Degrade lists the shards whose durability policy is degrade (ids that the
+	// topology does not have are ignored).
+	Degrade []string
 	// RedisRestartDelay is the modelled supervisor's delay (default 3 s).
 	RedisRestartDelay time.Duration
 	// HealthyTimeout bounds the wait for a healthy stack between experiments
@@ -173,10 +176,11 @@ func Run(ctx context.Context, o Options, pack []Entry) (*Summary, error) {
 	defer stopStack()
 	links := netfault.New(log)
 	defer links.Close()
-	say("starting the local topology (%s; %d shards of a primary and %d replica(s); logs in %s)", o.Stream, o.Shards, o.Replicas, filepath.Join(out, "stack", "logs"))
+	say("starting the local topology (%s; %d shards of a primary and %d replica(s), %d spare(s), durability degrade on %s; logs in %s)", o.Stream, o.Shards, o.Replicas, o.Spares,
+		orNoShard(o.Degrade), filepath.Join(out, "stack", "logs"))
 	begun := time.Now()
 	st, err := localstack.Start(stackCtx, localstack.Options{Dir: filepath.Join(out, "stack"), Bins: localstack.BinariesIn(o.BinDir),
-		Shards: o.Shards, Replicas: o.Replicas, Spares: o.Spares, Stream: o.Stream, Log: log,
+		Shards: o.Shards, Replicas: o.Replicas, Spares: o.Spares, Durability: durability(o.Degrade), Stream: o.Stream, Log: log,
 		Link: func(from, to, upstream string) (string, error) { return links.Add(from, to, "", "", upstream) }})
 	if err != nil {
 		return nil, fmt.Errorf("starting the local topology: %w", err)
@@ -269,6 +273,21 @@ func Run(ctx context.Context, o Options, pack []Entry) (*Summary, error) {
 		return sum, ErrFailed
 	}
 	return sum, nil
+}
+
+func orNoShard(ids []string) string {
+	if len(ids) == 0 {
+		return "no shard"
+	}
+	return strings.Join(ids, ",")
+}
+
+func durability(degrade []string) map[string]string {
+	m := map[string]string{}
+	for _, id := range degrade {
+		m[id] = topology.DurabilityDegrade
+	}
+	return m
 }
 
 // auditNetwork reads every Redis node's log for the masters it dialed: nothing the
