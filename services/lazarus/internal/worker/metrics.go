@@ -32,7 +32,7 @@ var MetricHelp = [][2]string{
 	{"lazarus_holds_total{reason}", "Held failovers by reason: FLAPPING, COOLDOWN, PAUSED, FLEET_LIMIT."},
 	{"lazarus_decisions_total{decision,reason}", "Every decision by decision (failover, no_action, hold, abort) and reason code."},
 	{"lazarus_lease_held{shard}", "1 while this instance holds the shard's lease."},
-	{"lazarus_reconcile_actions_total{action}", "Corrections by the reconcile loop: demote_rogue_primary, repoint_replica, unfence_primary, verify_later, recover_failover, refused_wipe, repoint_returning_spare, degrade, undegrade."},
+	{"lazarus_reconcile_actions_total{action}", "Corrections by the reconcile loop: demote_rogue_primary, repoint_replica, unfence_primary, verify_later, recover_failover, refused_wipe, repoint_returning_spare, degrade, undegrade, restore_min_replicas."},
 	{"lazarus_shard_without_replica{shard}", "1 while the shard's primary is fine and no replica is in sync (under min-replicas-to-write 1 the shard refuses writes): the standing NO_REPLICA condition, until a replica or a spare is in sync."},
 	{"lazarus_spare_attaches_total{result}", "Spare attaches by result: attached, failed."},
 	{"lazarus_shard_degraded{shard}", "1 while the shard is degraded (durability degrade, no replica in sync): writes are acknowledged by the primary alone."},

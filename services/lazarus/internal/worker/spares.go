@@ -124,14 +124,18 @@ func (w *Worker) noteSpare(ctx context.Context, sh topology.Shard, out decide.Sp
 // waiting for a replica and report "replicated": false), then the primary's
 // min-replicas-to-write goes to 0; once a replica is in sync, min-replicas-to-write is
 // restored first, then the topology clears degraded. A strict shard found degraded (its
-// policy changed) is restored the same way.
+// policy changed) is restored the same way, and so is a primary found below
+// -min-replicas-to-write while its shard is not degraded (a node degraded earlier whose
+// setting a CONFIG REWRITE persisted, then promoted): strict means never acknowledged
+// without a replica.
 func (w *Worker) applyDurability(ctx context.Context, sh topology.Shard, p decide.Node, inSync bool) {
 	degrade := sh.Policy(w.set.Durability) == topology.DurabilityDegrade && !inSync
+	low := p.MinReplicasToWrite >= 0 && p.MinReplicasToWrite < w.set.MinReplicasToWrite
 	switch {
 	case degrade && sh.Degraded && p.MinReplicasToWrite == 0:
 		w.m.Degraded.WithLabelValues(sh.ID).Set(1)
 		return
-	case !degrade && !sh.Degraded:
+	case !degrade && !sh.Degraded && !low:
 		w.m.Degraded.WithLabelValues(sh.ID).Set(0)
 		return
 	}
@@ -167,6 +171,13 @@ func (w *Worker) applyDurability(ctx context.Context, sh topology.Shard, p decid
 		}
 		if err := w.ops.SetMinReplicas(ctx, cur.Primary, w.set.MinReplicasToWrite); err != nil {
 			return fmt.Errorf("not leaving degraded: restoring min-replicas-to-write %d on %s: %w", w.set.MinReplicasToWrite, cur.Primary, err)
+		}
+		if !cur.Degraded {
+			w.m.Degraded.WithLabelValues(sh.ID).Set(0)
+			w.m.Reconciles.WithLabelValues("restore_min_replicas").Inc()
+			w.log.Warn().Str("shard", sh.ID).Uint64("epoch", cur.Epoch).Str("primary", cur.Primary).Int("was", p.MinReplicasToWrite).
+				Int("min_replicas_to_write", w.set.MinReplicasToWrite).Msg("restored min-replicas-to-write on a primary found below it while its shard is not degraded")
+			return nil
 		}
 		next := cur
 		lasted := now.Sub(cur.DegradedSince)

@@ -250,3 +250,25 @@ func TestDegradePolicyLowersAndRestoresMinReplicas(t *testing.T) {
 		t.Fatalf("topology.changed reasons: %s", got)
 	}
 }
+
+// A strict shard's primary found with min-replicas-to-write below the setting (a node
+// degraded earlier whose setting was persisted, then promoted) is restored.
+func TestStrictPrimaryBelowMinReplicasIsRestored(t *testing.T) {
+	e := newEnv(t, 1)
+	set := testSettings("a")
+	set.MinReplicasToWrite = 1
+	w := e.worker(set, Hooks{})
+	ctx := context.Background()
+	c := client(e.shard.Primary.Addr())
+	defer c.Close()
+	if err := c.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	reconcileUntil(t, w, 10*time.Second, "min-replicas-to-write restored", func() bool {
+		got, err := c.ConfigGet(ctx, "min-replicas-to-write").Result()
+		return err == nil && got["min-replicas-to-write"] == "1"
+	})
+	if e.topo().Degraded {
+		t.Fatal("a strict shard was marked degraded")
+	}
+}
