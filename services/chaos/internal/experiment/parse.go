@@ -223,6 +223,11 @@ func (p *parser) scalar(n *yaml.Node, path, want string) (string, bool) {
 		}
 		return "", false
 	}
+	if n.Tag != "" && !strings.HasPrefix(n.Tag, "!!") {
+		// A local tag (!x) makes YAML hand over the text unchecked, an empty one too.
+		p.errf(n, path, "want %s, got a value with the YAML tag %q", want, trunc(n.Tag))
+		return "", false
+	}
 	return n.Value, true
 }
 
@@ -657,7 +662,10 @@ func (p *parser) step(v *yaml.Node, path string) (Step, bool) {
 	if faultNode == nil {
 		p.errf(v, path+".fault", "required (one of %s)", strings.Join(fault.KindNames(), ", "))
 		valid = false
-	} else if s.Fault != "" {
+	} else if s.Fault == "" {
+		p.errf(faultNode, path+".fault", "empty (one of %s)", strings.Join(fault.KindNames(), ", "))
+		valid = false
+	} else {
 		var err error
 		if info, err = fault.Lookup(s.Fault); err != nil {
 			msg := err.Error()
@@ -671,7 +679,10 @@ func (p *parser) step(v *yaml.Node, path string) (Step, bool) {
 	if targetNode == nil {
 		p.errf(v, path+".target", "required (%s)", target.Syntax)
 		valid = false
-	} else if s.Target != "" {
+	} else if s.Target == "" {
+		p.errf(targetNode, path+".target", "empty (%s)", target.Syntax)
+		valid = false
+	} else {
 		sel, err := target.Parse(s.Target)
 		if err != nil {
 			p.errf(targetNode, path+".target", "%s", strings.TrimPrefix(err.Error(), target.ErrBadSelector.Error()+": "))
