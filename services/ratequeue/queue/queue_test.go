@@ -543,7 +543,9 @@ func TestRoutingFollowsFailoverAndFences(t *testing.T) {
 	if err := cl.Shards[0].Primary.Client().Del(ctx, queue.EpochKey).Err(); err != nil {
 		t.Fatal(err)
 	}
-	short, _ := newClient(t, cl.Follower, func(cfg *queue.Config) { cfg.OpTimeout = 300 * time.Millisecond })
+	// The op timeout leaves room for the first attempt's dial and script load on a
+	// loaded machine (300 ms timed out under -race in CI); the answer is the same.
+	short, _ := newClient(t, cl.Follower, func(cfg *queue.Config) { cfg.OpTimeout = 2 * time.Second })
 	_, err = short.Dequeue(ctx, queue.DequeueRequest{Shard: "shard-0"})
 	if !errors.As(err, &qe) || qe.Reason != "staleepoch_older" {
 		t.Fatalf("unstamped node: %v", err)
