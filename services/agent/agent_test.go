@@ -643,8 +643,15 @@ func TestAgentWithoutShardFollowsMembership(t *testing.T) {
 		ok, why := h.a.Ready()
 		return ok && strings.Contains(why, "spare")
 	})
-	n := len(h.beats())
-	time.Sleep(500 * time.Millisecond)
+	// Wait for several more probe cycles (not a fixed sleep), then count heartbeats.
+	n, cycle := len(h.beats()), h.a.lastCycle.Load()
+	seen := 0
+	redistest.WaitFor(t, 5*time.Second, "five more probe cycles as a spare", func() bool {
+		if c := h.a.lastCycle.Load(); c != cycle {
+			cycle, seen = c, seen+1
+		}
+		return seen >= 5
+	})
 	if got := len(h.beats()); got > n+1 { // one may have been in flight
 		t.Fatalf("a spare's agent published %d heartbeats", got-n)
 	}
